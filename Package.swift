@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "stockade",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "stockade", targets: ["stockade"]),
+        .library(name: "StockadeRuntime", targets: ["StockadeRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure Swift: the shared error type and the sandbox plan (plain data).
+        .target(name: "StockadeCore"),
+        // Pure Swift: the policy file, its loading with line-accurate errors, globs.
+        .target(name: "StockadePolicy", dependencies: [
+            "StockadeCore",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // libseccomp, used by StockadeSystem to compile the filter in the supervisor.
+        .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
+        // C: the child side of spawning (after clone, before exec of stockade-init).
+        .target(name: "CStockadeShim"),
+        // stockade-init (PID 1 inside every sandbox) is plain C linked statically, so it
+        // is built by the Makefile with the C compiler, not by SwiftPM: SwiftPM links
+        // every executable through swiftc, which adds the Swift runtime.
+        .target(name: "StockadeSystem", dependencies: [
+            "StockadeCore", "CStockadeShim", "CSeccomp",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .target(name: "StockadeIsolation", dependencies: [
+            "StockadeCore", "StockadePolicy", "StockadeSystem",
+        ]),
+        .target(name: "StockadeRuntime", dependencies: [
+            "StockadeCore", "StockadePolicy", "StockadeIsolation",
+        ]),
+        .executableTarget(name: "stockade", dependencies: [
+            "StockadeRuntime",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // In-process spawn latency, for bench/run.sh.
+        .executableTarget(name: "stockade-bench", dependencies: ["StockadeRuntime"]),
+        .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
+        .testTarget(name: "StockadeSandboxTests", dependencies: [
+            "StockadeRuntime", "StockadeIsolation", "StockadeSystem", "StockadeCore",
+        ]),
+    ]
+)

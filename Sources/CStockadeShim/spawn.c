@@ -1,0 +1,193 @@
+// clone() and the child's fixed order of set-up steps. Every step's position is
+// deliberate; the comments say why.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include "internal.h"
+
+static int child_error_fd = -1;
+
+size_t stockade_strlcpy(char *dst, const char *src, size_t size) {
+    size_t length = 0;
+    while (src[length] != '\0') length++;
+    if (size > 0) {
+        size_t copy = length < size - 1 ? length : size - 1;
+        for (size_t i = 0; i < copy; i++) dst[i] = src[i];
+        dst[copy] = '\0';
+    }
+    return length;
+}
+
+size_t stockade_strlcat(char *dst, const char *src, size_t size) {
+    size_t used = 0;
+    while (used < size && dst[used] != '\0') used++;
+    if (used == size) return used;
+    return used + stockade_strlcpy(dst + used, src, size - used);
+}
+
+void stockade_child_fail(const char *what, const char *path, int error_number) {
+    struct stockade_child_error report;
+    memset(&report, 0, sizeof(report));
+    report.error_number = error_number;
+    stockade_strlcpy(report.what, what, sizeof(report.what));
+    if (path != NULL) {
+        stockade_strlcat(report.what, " ", sizeof(report.what));
+        stockade_strlcat(report.what, path, sizeof(report.what));
+    }
+    if (child_error_fd >= 0) {
+        ssize_t ignored = write(child_error_fd, &report, sizeof(report));
+        (void)ignored;
+    }
+    _exit(125);
+}
+
+/// Moves `fd` to `target`, clearing close-on-exec (dup2 does) unless it is already there.
+static void place_fd(int fd, int target, const char *what) {
+    if (fd == target) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) stockade_child_fail(what, NULL, errno);
+        return;
+    }
+    if (dup2(fd, target) < 0) stockade_child_fail(what, NULL, errno);
+}
+
+static int move_high(int fd) {
+    if (fd < 0) return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 64);
+    if (moved < 0) stockade_child_fail("duplicate a set-up descriptor", NULL, errno);
+    return moved;
+}
+
+__attribute__((noreturn)) static void child_main(const struct stockade_spawn_config *config) {
+    // Step 0: descriptors. Move every fd we need above 63 (close-on-exec) so that
+    // placing stdio and the status channel at 0..3 cannot clobber one another.
+    child_error_fd = move_high(config->error_fd);
+    int sync_fd = move_high(config->sync_fd);
+    int stdin_fd = move_high(config->stdin_fd);
+    int stdout_fd = move_high(config->stdout_fd);
+    int stderr_fd = move_high(config->stderr_fd);
+    int status_fd = move_high(config->status_fd);
+
+    // Step 1: wait until the supervisor has written our uid/gid maps and moved us into
+    // our cgroups. EOF means it gave up (or died): leave quietly.
+    char go = 0;
+    ssize_t got;
+    do {
+        got = read(sync_fd, &go, 1);
+    } while (got < 0 && errno == EINTR);
+    if (got != 1) _exit(125);
+    close(sync_fd);
+
+    // Root mode: become the namespace's root (an unprivileged id on the host), so
+    // that the files of the set-up have an owner the namespace can represent.
+    if (config->privileged && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+        stockade_child_fail("switch to the namespace's root for the set-up", NULL, errno);
+
+    // Step 2: the cgroup namespace, only now that we sit in our own cgroups, so that
+    // /proc/self/cgroup shows "/" and nothing of the host's hierarchy.
+    if (unshare(CLONE_NEWCGROUP) < 0) stockade_child_fail("create the cgroup namespace", NULL, errno);
+
+    // Step 3: our own host name in our own UTS namespace.
+    size_t hostname_length = strlen(config->hostname);
+    if (sethostname(config->hostname, hostname_length) < 0) stockade_child_fail("set the host name", NULL, errno);
+
+    // Step 4: the root file system (mounts.c); ends inside the new root.
+    stockade_child_build_root(config);
+
+    // Step 5: stdio and the status channel at 0..3; everything else close-on-exec, so
+    // nothing of the supervisor's (or the host's) reaches the sandbox: CVE-2024-21626
+    // was a leaked directory fd that let a container reach the host root.
+    place_fd(stdin_fd, 0, "set up standard input");
+    place_fd(stdout_fd, 1, "set up standard output");
+    place_fd(stderr_fd, 2, "set up standard error");
+    place_fd(status_fd, 3, "set up the status channel");
+    if (syscall(SYS_close_range, 4U, ~0U, STOCKADE_CLOSE_RANGE_CLOEXEC) < 0) {
+        // Kernels before 5.11: mark them one by one.
+        for (int fd = 4; fd < 65536; fd++) {
+            int flags = fcntl(fd, F_GETFD);
+            if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+    }
+
+    // Step 6: a new session, so the sandbox has no controlling terminal of the
+    // caller's: TIOCSTI injection (CVE-2017-5226) fails even without the seccomp rule.
+    if (setsid() < 0) stockade_child_fail("start a new session", NULL, errno);
+
+    // Step 7: resource limits, then credentials and capabilities, then no_new_privs,
+    // Landlock and finally seccomp (security.c). seccomp comes last so that the
+    // set-up itself is not constrained by it.
+    stockade_child_apply_rlimits(config);
+    stockade_child_drop_privileges(config);
+    stockade_child_apply_landlock(config);
+    stockade_child_apply_seccomp(config);
+
+    // Step 8: become stockade-init (PID 1 of the new PID namespace). The fd is a sealed
+    // memfd copy, so /proc/1/exe inside cannot reach a host binary (CVE-2019-5736).
+    syscall(SYS_execveat, config->init_fd, "", config->init_argv, config->init_envp, STOCKADE_AT_EMPTY_PATH);
+    stockade_child_fail("start stockade-init", NULL, errno);
+}
+
+struct stockade_clone_args {
+    uint64_t flags;
+    uint64_t pidfd;
+    uint64_t child_tid;
+    uint64_t parent_tid;
+    uint64_t exit_signal;
+    uint64_t stack;
+    uint64_t stack_size;
+    uint64_t tls;
+};
+
+pid_t stockade_spawn(const struct stockade_spawn_config *config, int *pidfd) {
+    uint64_t namespaces = STOCKADE_CLONE_NEWUSER | STOCKADE_CLONE_NEWNS | STOCKADE_CLONE_NEWPID |
+                          STOCKADE_CLONE_NEWNET | STOCKADE_CLONE_NEWIPC | STOCKADE_CLONE_NEWUTS;
+    int fd = -1;
+    struct stockade_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = namespaces | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&fd;
+    args.exit_signal = SIGCHLD;
+    // Like fork(): the child runs on a copy of this stack and returns here with 0.
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0 && errno == ENOSYS) {
+        // Kernels before 5.3: clone with CLONE_PIDFD (the pidfd lands in parent_tid).
+        pid = syscall(SYS_clone, (unsigned long)(namespaces | CLONE_PIDFD | SIGCHLD), NULL, &fd, NULL, NULL);
+    }
+    if (pid < 0) return -errno;
+    if (pid == 0) child_main(config);
+    *pidfd = fd;
+    return (pid_t)pid;
+}
+
+int stockade_pidfd_send_signal(int pidfd, int signal) {
+    if (syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) < 0) return -errno;
+    return 0;
+}
+
+int stockade_cloexec_pipe(int *fds) {
+    if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+    return 0;
+}
+
+int stockade_signalfd(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    int fd = signalfd(-1, &set, SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int stockade_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t got = read(fd, &info, sizeof(info));
+    if (got != (ssize_t)sizeof(info)) return got < 0 ? -errno : -EIO;
+    return (int)info.ssi_signo;
+}

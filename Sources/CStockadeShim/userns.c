@@ -1,0 +1,114 @@
+// Helpers the supervisor calls (in the parent, not after fork) for idmapped workspaces.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include "internal.h"
+
+static int write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    ssize_t length = (ssize_t)strlen(text);
+    ssize_t written = write(fd, text, (size_t)length);
+    int saved = errno;
+    close(fd);
+    if (written != length) return written < 0 ? -saved : -EIO;
+    return 0;
+}
+
+int stockade_idmap_userns(unsigned int inside_uid, unsigned int outside_uid, unsigned int inside_gid, unsigned int outside_gid) {
+    int gate[2];
+    if (pipe2(gate, O_CLOEXEC) < 0) return -errno;
+    // The child only holds the namespace open until we have a reference to it.
+    long pid = syscall(SYS_clone, (unsigned long)(CLONE_NEWUSER | SIGCHLD), NULL, NULL, NULL, NULL);
+    if (pid < 0) {
+        int saved = errno;
+        close(gate[0]);
+        close(gate[1]);
+        return -saved;
+    }
+    if (pid == 0) {
+        char byte;
+        close(gate[1]);
+        while (read(gate[0], &byte, 1) < 0 && errno == EINTR) {}
+        _exit(0);
+    }
+    close(gate[0]);
+    char path[64], map[64];
+    int result = 0;
+    snprintf(path, sizeof(path), "/proc/%ld/uid_map", pid);
+    snprintf(map, sizeof(map), "%u %u 1\n", inside_uid, outside_uid);
+    result = write_file(path, map);
+    if (result == 0) {
+        snprintf(path, sizeof(path), "/proc/%ld/gid_map", pid);
+        snprintf(map, sizeof(map), "%u %u 1\n", inside_gid, outside_gid);
+        result = write_file(path, map);
+    }
+    if (result == 0) {
+        snprintf(path, sizeof(path), "/proc/%ld/ns/user", pid);
+        result = open(path, O_RDONLY | O_CLOEXEC);
+        if (result < 0) result = -errno;
+    }
+    close(gate[1]);
+    while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR) {}
+    return result;
+}
+
+int stockade_idmapped_tree(const char *path, int userns_fd, int read_only) {
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, path, STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | O_CLOEXEC);
+    if (tree < 0) return -errno;
+    struct stockade_mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = STOCKADE_MOUNT_ATTR_IDMAP | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
+    if (read_only) attr.attr_set |= STOCKADE_MOUNT_ATTR_RDONLY;
+    attr.userns_fd = (uint64_t)userns_fd;
+    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH | STOCKADE_AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+        int saved = errno;
+        close(tree);
+        return -saved;
+    }
+    return tree;
+}
+
+int stockade_sealed_executable(const char *path) {
+    int source = open(path, O_RDONLY | O_CLOEXEC);
+    if (source < 0) return -errno;
+    struct stat info;
+    if (fstat(source, &info) < 0) {
+        int saved = errno;
+        close(source);
+        return -saved;
+    }
+    int memfd = memfd_create("stockade-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memfd < 0) {
+        int saved = errno;
+        close(source);
+        return -saved;
+    }
+    off_t offset = 0;
+    while (offset < info.st_size) {
+        ssize_t copied = sendfile(memfd, source, &offset, (size_t)(info.st_size - offset));
+        if (copied < 0 && errno == EINTR) continue;
+        if (copied <= 0) {
+            int saved = copied < 0 ? errno : EIO;
+            close(source);
+            close(memfd);
+            return -saved;
+        }
+    }
+    close(source);
+    if (fchmod(memfd, 0555) < 0 ||
+        fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+        int saved = errno;
+        close(memfd);
+        return -saved;
+    }
+    return memfd;
+}

@@ -1,0 +1,170 @@
+/// A sandbox described as plain data: what the policy and the flags compile into, and
+/// the only thing an isolation backend carries out.
+///
+/// Plans are `Equatable` and `Codable` so they can be tested, diffed, printed by
+/// `stockade run --dry-run` and recorded (by digest) in the audit log. A plan holds no
+/// host state that changes between runs except the workspace entries found hidden when
+/// it was compiled.
+public struct SandboxPlan: Codable, Equatable, Sendable {
+    /// The program and its arguments, run inside the sandbox; `command[0]` is looked up
+    /// on the sandbox's `PATH`, never the host's.
+    public var command: [String]
+    /// The complete environment of the command. Nothing is inherited from the caller.
+    public var environment: [EnvironmentVariable]
+    /// The working directory inside the sandbox.
+    public var workingDirectory: String
+    /// The host name inside the sandbox's UTS namespace.
+    public var hostname: String
+    /// The unprivileged user the command runs as inside the sandbox.
+    public var user: SandboxUser
+    /// The steps that build the sandbox's root file system, in order.
+    public var mounts: [MountOperation]
+    /// The workspace grant, if any (also present in `mounts`; kept here for reports).
+    public var workspace: WorkspaceGrant?
+    /// Network access. Only `.none` is enforced by this version.
+    public var network: NetworkMode
+    /// Resource limits; every field is set (defaults are filled in by the compiler).
+    public var limits: ResourceLimits
+    /// The system-call filter to install last, just before exec.
+    public var seccomp: SeccompProfile
+
+    public init(
+        command: [String], environment: [EnvironmentVariable], workingDirectory: String,
+        hostname: String, user: SandboxUser, mounts: [MountOperation], workspace: WorkspaceGrant?,
+        network: NetworkMode, limits: ResourceLimits, seccomp: SeccompProfile
+    ) {
+        self.command = command
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.hostname = hostname
+        self.user = user
+        self.mounts = mounts
+        self.workspace = workspace
+        self.network = network
+        self.limits = limits
+        self.seccomp = seccomp
+    }
+}
+
+/// One `NAME=value` entry of the sandbox's environment.
+public struct EnvironmentVariable: Codable, Equatable, Sendable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// The identity of the sandboxed program inside its user namespace. It is never 0:
+/// the program must not be root-with-capabilities even inside the namespace.
+public struct SandboxUser: Codable, Equatable, Sendable {
+    public var name: String
+    public var uid: UInt32
+    public var gid: UInt32
+    public var home: String
+    public init(name: String = "sandbox", uid: UInt32 = 1000, gid: UInt32 = 1000, home: String = "/home/sandbox") {
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+    }
+}
+
+/// The workspace: a host directory bound into the sandbox.
+public struct WorkspaceGrant: Codable, Equatable, Sendable {
+    /// Absolute, symlink-free host path.
+    public var hostPath: String
+    /// Where it appears inside (normally `/workspace`).
+    public var sandboxPath: String
+    public var readOnly: Bool
+    /// The glob patterns that hide workspace entries.
+    public var hiddenPatterns: [String]
+    /// The workspace entries those patterns matched when the plan was compiled,
+    /// relative to `hostPath`; each is masked inside the sandbox.
+    public var hiddenEntries: [String]
+    public init(hostPath: String, sandboxPath: String, readOnly: Bool, hiddenPatterns: [String], hiddenEntries: [String]) {
+        self.hostPath = hostPath
+        self.sandboxPath = sandboxPath
+        self.readOnly = readOnly
+        self.hiddenPatterns = hiddenPatterns
+        self.hiddenEntries = hiddenEntries
+    }
+}
+
+/// One step in building the sandbox's root. Paths are absolute paths inside the
+/// sandbox unless named `source` (a host path). Every mount is `nosuid`; every mount
+/// but the device binds is `nodev`.
+public enum MountOperation: Codable, Equatable, Sendable {
+    /// A directory in the (read-only after set-up) root tmpfs.
+    case directory(path: String, mode: UInt32)
+    /// A regular file with these contents in the root tmpfs.
+    case file(path: String, contents: String, mode: UInt32)
+    /// A symbolic link.
+    case symlink(target: String, path: String)
+    /// A bind mount of a host file or directory; read-only ones are also locked
+    /// read-only against remounts from inside.
+    case bind(source: String, path: String, readOnly: Bool)
+    /// A bind mount of a host device node (`/dev/null` and friends).
+    case device(source: String, path: String)
+    /// A size-capped tmpfs. `owner` makes the tmpfs root owned by the sandbox user.
+    case tmpfs(path: String, sizeBytes: UInt64, inodes: UInt64, mode: UInt32, ownedBySandboxUser: Bool)
+    /// A fresh procfs for the sandbox's PID namespace.
+    case proc(path: String)
+    /// A private devpts instance (with `/dev/ptmx` pointing into it).
+    case devpts(path: String)
+    /// Makes an existing path inside the sandbox read-only (for `/proc/sys` and friends).
+    case readOnly(path: String)
+    /// Hides a path below a mount: it is replaced by an empty, unreadable placeholder.
+    /// Resolved beneath `base` without following symlinks.
+    case mask(base: String, relativePath: String)
+}
+
+/// Network access of the sandbox.
+public enum NetworkMode: String, Codable, Equatable, Sendable {
+    /// A private network namespace holding only a loopback device.
+    case none
+}
+
+/// Resource limits. `nil` means unlimited (only possible when asked for explicitly).
+public struct ResourceLimits: Codable, Equatable, Sendable {
+    public var wallMilliseconds: UInt64?
+    public var cpuMilliseconds: UInt64?
+    public var memoryBytes: UInt64?
+    public var pids: UInt64?
+    public var openFiles: UInt64?
+    public var fileSizeBytes: UInt64?
+    public var outputBytes: UInt64?
+    /// Size of the private `/tmp` tmpfs.
+    public var tmpBytes: UInt64
+    /// Size of the private `/dev/shm` tmpfs.
+    public var shmBytes: UInt64
+
+    public init(
+        wallMilliseconds: UInt64? = nil, cpuMilliseconds: UInt64? = nil, memoryBytes: UInt64? = nil,
+        pids: UInt64? = nil, openFiles: UInt64? = nil, fileSizeBytes: UInt64? = nil,
+        outputBytes: UInt64? = nil, tmpBytes: UInt64, shmBytes: UInt64
+    ) {
+        self.wallMilliseconds = wallMilliseconds
+        self.cpuMilliseconds = cpuMilliseconds
+        self.memoryBytes = memoryBytes
+        self.pids = pids
+        self.openFiles = openFiles
+        self.fileSizeBytes = fileSizeBytes
+        self.outputBytes = outputBytes
+        self.tmpBytes = tmpBytes
+        self.shmBytes = shmBytes
+    }
+}
+
+/// Which system-call filter to install.
+public enum SeccompProfile: String, Codable, Equatable, Sendable {
+    /// Deny what an agent's tools never need (see `Seccomp.swift` for the list and why).
+    case `default`
+}
+
+/// A limit that ended a sandbox, as named in messages and in `--json` output.
+public enum LimitKind: String, Codable, Equatable, Sendable, CaseIterable {
+    case wall, cpu, memory, pids, output
+    case fileSize = "file_size"
+}

@@ -1,0 +1,60 @@
+import StockadeCore
+
+/// The isolation tiers stockade knows. Only `.namespaces` is implemented so far; the
+/// others slot in beside it behind the same protocol.
+public enum IsolationTier: String, Codable, Sendable, CaseIterable {
+    case namespaces, gvisor, microvm, wasm
+}
+
+/// Whether a tier can run on this host, and if not, why.
+public enum Availability: Equatable, Sendable {
+    case available(notes: [String])
+    case unavailable(reason: String)
+}
+
+/// Where a sandbox's standard streams go.
+public enum OutputHandling: Sendable {
+    /// Relay each chunk to these host descriptors as it arrives (counted against the
+    /// output limit).
+    case stream(standardOutput: Int32, standardError: Int32)
+    /// Keep up to `maxBytesPerStream` of each stream in the result, and count the rest.
+    case capture(maxBytesPerStream: Int)
+}
+
+/// What to connect to the command's standard input.
+public enum InputHandling: Sendable {
+    /// /dev/null (the default; never the caller's terminal).
+    case none
+    /// This host descriptor (a pipe or a file; the launcher refuses terminals).
+    case descriptor(Int32)
+}
+
+/// A running sandbox. `wait()` blocks until the command and everything it started have
+/// ended, enforcing the plan's limits meanwhile, and returns the result; it may be
+/// called once.
+public protocol Sandbox: AnyObject, Sendable {
+    var plan: SandboxPlan { get }
+    func wait() throws -> RunResult
+    /// Asks the command to stop (forwarded as `signal` to its process group); the
+    /// sandbox still ends only when `wait()` returns.
+    func signal(_ signal: Int32)
+    /// Ends the sandbox now: every process in it is killed.
+    func kill()
+}
+
+/// One isolation tier: carries a `SandboxPlan` out. After crun's handlers and
+/// containerization's `VirtualMachineManager`.
+public protocol IsolationBackend: Sendable {
+    static var tier: IsolationTier { get }
+    /// Whether this host can run the tier, and why not (for `stockade doctor`).
+    static func probe() -> Availability
+    /// Starts the plan's command in a new sandbox.
+    func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox
+}
+
+extension IsolationBackend {
+    /// Starts the plan and waits for its result.
+    public func run(_ plan: SandboxPlan, input: InputHandling = .none, output: OutputHandling) throws -> RunResult {
+        try start(plan, input: input, output: output).wait()
+    }
+}

@@ -1,0 +1,127 @@
+import CStockadeShim
+import Foundation
+import StockadeCore
+import StockadeSystem
+
+/// The default tier: our own code on the kernel's namespaces, cgroups, Landlock and
+/// seccomp. No helper program is involved; see CStockadeShim for the child's steps.
+public struct NamespaceBackend: IsolationBackend {
+    public static let tier = IsolationTier.namespaces
+
+    /// Signals the supervisor forwards to the command when `forwardSignals` is set:
+    /// the caller must have blocked them in every thread.
+    public static let forwardedSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT]
+
+    /// Whether to forward `forwardedSignals` (read through a signalfd) to the command.
+    public var forwardSignals: Bool
+
+    public init(forwardSignals: Bool = false) {
+        self.forwardSignals = forwardSignals
+    }
+
+    public static func probe() -> Availability {
+        guard FileManager.default.fileExists(atPath: "/proc/self/ns/user") else {
+            return .unavailable(reason: "the kernel has no user namespaces (CONFIG_USER_NS)")
+        }
+        if let maximum = KernelFile.read("/proc/sys/user/max_user_namespaces"), Int(maximum.trimmingCharacters(in: .whitespacesAndNewlines)) == 0 {
+            return .unavailable(reason: "user namespaces are disabled (user.max_user_namespaces is 0)")
+        }
+        do { _ = try InitBinary.descriptor() } catch let error as StockadeError {
+            return .unavailable(reason: error.message)
+        } catch {
+            return .unavailable(reason: "\(error)")
+        }
+        var notes: [String] = []
+        if let abi = Landlock.abiVersion() { notes.append("landlock ABI \(abi)") } else { notes.append("landlock unavailable") }
+        switch SandboxCgroup.probe() {
+        case .v2(let root): notes.append("cgroup v2 at \(root)")
+        case .v1: notes.append("cgroup v1")
+        case .unavailable(let reason): notes.append("no cgroup limits: \(reason)")
+        }
+        return .available(notes: notes)
+    }
+
+    public func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox {
+        let started = Clock.now()
+        let identity = HostIdentity.forNewSandbox()
+        let seccomp = try SeccompFilter.program(for: plan.seccomp)
+        var degraded: [String] = []
+        let landlock = Landlock.abiVersion().map { Landlock.ruleset(for: plan.mounts, abi: $0) }
+        if landlock == nil { degraded.append("landlock") }
+        let cgroup = try SandboxCgroup.create(
+            name: "sandbox-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            limits: CgroupLimits(memoryBytes: plan.limits.memoryBytes, pids: plan.limits.pids)
+        )
+        if cgroup == nil { degraded.append("cgroups") }
+
+        var childEnds: [Int32] = []
+        defer { childEnds.forEach { close($0) } }
+        func pipe() throws -> (read: Int32, write: Int32) {
+            var fds: [Int32] = [-1, -1]
+            let result = stockade_cloexec_pipe(&fds)
+            guard result == 0 else {
+                cgroup?.destroy()
+                throw StockadeError(.startFailed, "failed to create a pipe: \(errnoText(-result)). The process may be out of file descriptors")
+            }
+            return (fds[0], fds[1])
+        }
+        let stdoutPipe = try pipe()
+        let stderrPipe = try pipe()
+        childEnds += [stdoutPipe.write, stderrPipe.write]
+        let standardInput: Int32
+        switch input {
+        case .descriptor(let fd) where isatty(fd) == 0:
+            standardInput = fd
+        case .none, .descriptor:
+            // Never the caller's terminal: a terminal fd is how TIOCSTI injection and
+            // reads of the user's keystrokes happen.
+            standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            childEnds.append(standardInput)
+        }
+
+        let request = LaunchRequest(
+            plan: plan, identity: identity, landlock: landlock, seccompProgram: seccomp,
+            resourceLimits: Self.resourceLimits(plan.limits, cgroup: cgroup),
+            standardInput: standardInput, standardOutput: stdoutPipe.write, standardError: stderrPipe.write,
+            cgroup: cgroup
+        )
+        let launched: LaunchedSandbox
+        do {
+            launched = try SandboxLauncher.launch(request)
+        } catch {
+            close(stdoutPipe.read)
+            close(stderrPipe.read)
+            cgroup?.destroy()
+            throw error
+        }
+        return NamespaceSandbox(
+            plan: plan, launched: launched, cgroup: cgroup, stdoutFD: stdoutPipe.read, stderrFD: stderrPipe.read,
+            output: output, started: started, degraded: degraded, forwardSignals: forwardSignals
+        )
+    }
+
+    /// The rlimits every sandbox gets: a floor under the cgroup limits, and the only
+    /// memory and process limits where cgroups are not available.
+    static func resourceLimits(_ limits: ResourceLimits, cgroup: SandboxCgroup?) -> [(resource: Int32, limit: UInt64)] {
+        var result: [(resource: Int32, limit: UInt64)] = [(Int32(RLIMIT_CORE.rawValue), 0)]
+        if let files = limits.openFiles { result.append((Int32(RLIMIT_NOFILE.rawValue), files)) }
+        if let size = limits.fileSizeBytes { result.append((Int32(RLIMIT_FSIZE.rawValue), size)) }
+        if let cpu = limits.cpuMilliseconds { result.append((Int32(RLIMIT_CPU.rawValue), (cpu + 999) / 1000)) }
+        // RLIMIT_NPROC counts per user namespace and uid, so it counts only the
+        // sandbox's own processes.
+        if let pids = limits.pids { result.append((STOCKADE_RLIMIT_NPROC, pids)) }
+        if cgroup == nil, let memory = limits.memoryBytes {
+            result.append((Int32(RLIMIT_DATA.rawValue), memory))
+        }
+        return result
+    }
+}
+
+/// Monotonic time in milliseconds.
+enum Clock {
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1000 + UInt64(time.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,22 @@
+@_exported import StockadeCore
+@_exported import StockadeIsolation
+@_exported import StockadePolicy
+
+/// The one-shot API the front ends use: plan a request, then run the plan on a tier.
+/// (Long-lived sessions come later and will sit beside this.)
+public enum Runner {
+    /// Compiles a request (command, flags, policy) into a plan. Throws
+    /// `StockadeError(.invalidArgument)` or `.invalidPolicy` with a message that names
+    /// the problem.
+    public static func plan(_ request: RunRequest) throws -> SandboxPlan {
+        try PlanCompiler.compile(request)
+    }
+
+    /// Runs a plan to completion on the namespaces tier. A non-zero exit and a limit
+    /// that ended the command are results; failures of stockade itself throw.
+    public static func run(
+        _ plan: SandboxPlan, input: InputHandling = .none, output: OutputHandling, forwardSignals: Bool = false
+    ) throws -> RunResult {
+        try NamespaceBackend(forwardSignals: forwardSignals).run(plan, input: input, output: output)
+    }
+}

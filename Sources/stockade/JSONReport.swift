@@ -1,0 +1,46 @@
+import Foundation
+import StockadeRuntime
+
+/// The `--json` object: one line, snake_case keys, stable for agents and scripts.
+enum JSONReport {
+    static func result(_ result: RunResult) -> Data {
+        var object: [String: Any] = [
+            "exit_code": Int(result.exitCode),
+            "signal": result.signal.map { Int($0) } as Any? ?? NSNull(),
+            "limit": result.limit?.rawValue as Any? ?? NSNull(),
+            "wall_ms": Int(result.wallMilliseconds),
+            "cpu_ms": Int(result.cpuMilliseconds),
+            "peak_memory_bytes": Int(result.peakMemoryBytes),
+            "stdout_truncated": result.stdoutTruncated,
+            "stderr_truncated": result.stderrTruncated,
+            "degraded": result.degraded,
+        ]
+        if let description = result.limitDescription { object["limit_description"] = description }
+        add(result.stdout, key: "stdout", to: &object)
+        add(result.stderr, key: "stderr", to: &object)
+        return encode(object)
+    }
+
+    static func error(_ error: StockadeError, exitCode: Int32) -> Data {
+        encode([
+            "exit_code": Int(exitCode),
+            "error": ["code": error.code.description, "message": error.message],
+        ])
+    }
+
+    /// Text when the bytes are UTF-8; otherwise base64 under `<key>_base64`.
+    private static func add(_ bytes: [UInt8], key: String, to object: inout [String: Any]) {
+        if let text = String(validating: bytes, as: UTF8.self) {
+            object[key] = text
+        } else {
+            object[key] = ""
+            object[key + "_base64"] = Data(bytes).base64EncodedString()
+        }
+    }
+
+    private static func encode(_ object: [String: Any]) -> Data {
+        var data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        data.append(contentsOf: "\n".utf8)
+        return data
+    }
+}

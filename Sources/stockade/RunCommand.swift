@@ -1,0 +1,145 @@
+import ArgumentParser
+import Foundation
+import StockadeRuntime
+
+/// `stockade run`: one command in a fresh sandbox; its exit code is ours.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run one command in a fresh sandbox.",
+        discussion: """
+            The command sees /usr, /bin and /lib* read-only, a synthesized /etc, a private /tmp and \
+            home, and the workspace (default: the current directory) at /workspace. No network, \
+            no host home, no host secrets. Its exit code is stockade's (128+N when signal N \
+            ended it); stockade's own failures exit 125, 126 (not executable) or 127 (not found).
+            """
+    )
+
+    @Option(name: .long, help: ArgumentHelp("Policy file (YAML, version 1).", valueName: "file"))
+    var policy: String?
+
+    @Option(name: .long, help: ArgumentHelp("Directory bound read-write at /workspace (default: the current directory).", valueName: "dir"))
+    var workspace: String?
+
+    @Flag(name: .customLong("read-only"), help: "Bind the workspace read-only.")
+    var readOnly = false
+
+    @Option(name: .long, help: ArgumentHelp("Hide workspace paths matching this glob (repeatable). Always hidden: .env, .env.*, *.pem, *.key, id_rsa*, id_ed25519*.", valueName: "glob"))
+    var hide: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Pass NAME=VALUE, or NAME from stockade's environment (repeatable). Nothing else is inherited.", valueName: "name[=value]"))
+    var env: [String] = []
+
+    @Option(name: .customLong("timeout"), help: ArgumentHelp("Wall-time limit, e.g. 10s, 2m (default 5m).", valueName: "duration"))
+    var timeout: String?
+
+    @Option(name: .long, help: ArgumentHelp("CPU-time limit over all processes, e.g. 10s (default: none).", valueName: "duration"))
+    var cpu: String?
+
+    @Option(name: .long, help: ArgumentHelp("Memory limit, e.g. 256M, 1G (default 1G).", valueName: "size"))
+    var memory: String?
+
+    @Option(name: .long, help: ArgumentHelp("Process limit, init included (default 256).", valueName: "n"))
+    var pids: String?
+
+    @Option(name: .customLong("open-files"), help: ArgumentHelp("Open-file limit per process (default 1024).", valueName: "n"))
+    var openFiles: String?
+
+    @Option(name: .customLong("file-size"), help: ArgumentHelp("Largest file the command may write (default 1G).", valueName: "size"))
+    var fileSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("Output limit, stdout and stderr together (default 64M).", valueName: "size"))
+    var output: String?
+
+    @Flag(name: .long, help: "Print one JSON object with the result instead of streaming the output.")
+    var json = false
+
+    @Flag(name: .customLong("dry-run"), help: "Print the sandbox plan as JSON and run nothing.")
+    var dryRun = false
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after '--'.", valueName: "command"))
+    var command: [String] = []
+
+    /// Largest stdout (and stderr) kept for --json.
+    static let jsonCaptureBytes = 1 << 20
+
+    func validate() throws {
+        if command.isEmpty {
+            throw ValidationError("no command given. Put it after '--', as in: stockade run -- ls -l")
+        }
+    }
+
+    func run() throws {
+        let policyDocument = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
+        var limits = PolicyLimits()
+        limits.wallMilliseconds = try duration(timeout, flag: "--timeout")
+        limits.cpuMilliseconds = try duration(cpu, flag: "--cpu")
+        limits.memoryBytes = try size(memory, flag: "--memory")
+        limits.pids = try count(pids, flag: "--pids")
+        limits.openFiles = try count(openFiles, flag: "--open-files")
+        limits.fileSizeBytes = try size(fileSize, flag: "--file-size")
+        limits.outputBytes = try size(output, flag: "--output")
+        let request = RunRequest(
+            command: command, policy: policyDocument, workspace: workspace, readOnlyWorkspace: readOnly ? true : nil,
+            hide: hide, environment: env, limits: limits
+        )
+        let plan = try Runner.plan(request)
+        if dryRun {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            FileHandle.standardOutput.write(try encoder.encode(plan))
+            FileHandle.standardOutput.write(Data("\n".utf8))
+            return
+        }
+        // Block the signals we forward, so that they reach the sandbox's command
+        // through our loop instead of killing stockade and orphaning nothing.
+        var blocked = sigset_t()
+        sigemptyset(&blocked)
+        for signal in NamespaceBackend.forwardedSignals { sigaddset(&blocked, signal) }
+        pthread_sigmask(SIG_BLOCK, &blocked, nil)
+        signal(SIGPIPE, SIG_IGN)
+
+        let handling: OutputHandling = json
+            ? .capture(maxBytesPerStream: Self.jsonCaptureBytes)
+            : .stream(standardOutput: STDOUT_FILENO, standardError: STDERR_FILENO)
+        let result: RunResult
+        do {
+            result = try Runner.run(plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true)
+        } catch let error as StockadeError where json {
+            FileHandle.standardOutput.write(JSONReport.error(error, exitCode: Stockade.exitStatus(for: error)))
+            FileHandle.standardError.write(Data("stockade: \(error.message)\n".utf8))
+            throw ExitCode(Stockade.exitStatus(for: error))
+        }
+        if json {
+            FileHandle.standardOutput.write(JSONReport.result(result))
+        }
+        if let description = result.limitDescription {
+            FileHandle.standardError.write(Data("stockade: limit exceeded: \(description)\n".utf8))
+        }
+        throw ExitCode(result.exitCode)
+    }
+
+    private func duration(_ text: String?, flag: String) throws -> UInt64? {
+        guard let text else { return nil }
+        guard let value = Quantity.parseMilliseconds(text) else {
+            throw StockadeError(.invalidArgument, "failed to read \(flag) '\(text)': expected a duration such as 30s, 500ms or 2m")
+        }
+        return value
+    }
+
+    private func size(_ text: String?, flag: String) throws -> UInt64? {
+        guard let text else { return nil }
+        guard let value = Quantity.parseBytes(text) else {
+            throw StockadeError(.invalidArgument, "failed to read \(flag) '\(text)': expected a size such as 256M, 1G or 512KiB")
+        }
+        return value
+    }
+
+    private func count(_ text: String?, flag: String) throws -> UInt64? {
+        guard let text else { return nil }
+        guard let value = UInt64(text), value > 0 else {
+            throw StockadeError(.invalidArgument, "failed to read \(flag) '\(text)': expected a positive whole number")
+        }
+        return value
+    }
+}

@@ -1,0 +1,50 @@
+import ArgumentParser
+import Foundation
+import StockadeRuntime
+
+/// `stockade`: run the actions of LLM agents inside a sandbox.
+@main
+struct Stockade: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stockade",
+        abstract: "Run the actions of LLM agents in a sandbox that holds against hostile code.",
+        subcommands: [RunCommand.self]
+    )
+
+    /// Exit codes of stockade's own failures (the command's own code passes through).
+    enum ExitStatus {
+        static let startFailed: Int32 = 125
+        static let notExecutable: Int32 = 126
+        static let notFound: Int32 = 127
+    }
+
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as StockadeError {
+            FileHandle.standardError.write(Data("stockade: \(error.message)\n".utf8))
+            Foundation.exit(exitStatus(for: error))
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            // Bad flags are stockade's own failure: 125, like the others, with the
+            // parser's message and a pointer to the help.
+            FileHandle.standardError.write(Data("stockade: \(message(for: error))\nSee 'stockade run --help'.\n".utf8))
+            Foundation.exit(ExitStatus.startFailed)
+        }
+    }
+
+    static func exitStatus(for error: StockadeError) -> Int32 {
+        switch error.code {
+        case .notFound: return ExitStatus.notFound
+        case .notExecutable: return ExitStatus.notExecutable
+        default: return ExitStatus.startFailed
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+/// THREATS.md 7: bad input gets a clear error that names the problem and what to do.
+extension SandboxSuite {
+    @Suite("Bad input gets a clear error") struct BadInput {
+        @Test("bad flags exit 125 with one line naming the flag", arguments: [
+            (["run", "--memory", "lots", "--", "true"], "--memory 'lots'"),
+            (["run", "--timeout", "-3s", "--", "true"], "--timeout '-3s'"),
+            (["run", "--pids", "zero", "--", "true"], "--pids 'zero'"),
+            (["run", "--env", "1BAD=x", "--", "true"], "'1BAD' is not a valid variable name"),
+            (["run", "--no-such-flag", "--", "true"], "no-such-flag"),
+            (["run"], "no command given"),
+            (["run", "--workspace", "/definitely/not/here", "--", "true"], "/definitely/not/here"),
+            (["run", "--workspace", "/", "--", "true"], "whole host file system"),
+            (["run", "--hide", "[unclosed", "--", "true"], "[unclosed"),
+        ])
+        func badFlags(arguments: [String], expected: String) throws {
+            let out = try Harness.stockade(arguments)
+            #expect(out.status == 125, "\(arguments): \(out.stderr)")
+            #expect(out.stderr.hasPrefix("stockade: "))
+            #expect(out.stderr.contains(expected), "\(out.stderr)")
+        }
+
+        @Test("a broken policy names the file, line and key")
+        func badPolicy() throws {
+            let directory = try Harness.temporaryDirectory("policy")
+            defer { Harness.remove(directory) }
+            try Harness.write("version: 1\nlimits:\n  memroy: 1G\n", to: directory + "/policy.yaml")
+            let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "true"])
+            #expect(out.status == 125)
+            #expect(out.stderr.contains("policy.yaml:3:"), "\(out.stderr)")
+            #expect(out.stderr.contains("memroy"))
+            let missing = try Harness.stockade(["run", "--policy", directory + "/absent.yaml", "--", "true"])
+            #expect(missing.status == 125)
+            #expect(missing.stderr.contains("absent.yaml"))
+        }
+
+        @Test("a policy applies its limits, workspace mode and hidden paths")
+        func policyApplies() throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            try Harness.write("hidden-content", to: workspace + "/notes.secret")
+            try Harness.write("""
+                version: 1
+                filesystem:
+                  workspace: {path: ., mode: ro}
+                  hidden: ["*.secret"]
+                environment:
+                  set: {FROM_POLICY: "yes"}
+                limits: {wall: 1s}
+                """, to: workspace + "/policy.yaml")
+            let out = try Harness.stockade(["run", "--json", "--policy", workspace + "/policy.yaml", "--", "/bin/sh", "-c", "cat notes.secret; touch x; echo $FROM_POLICY; sleep 30"], in: NSTemporaryDirectory())
+            #expect(out.json["limit"] as? String == "wall")
+            let stdout = out.json["stdout"] as? String ?? ""
+            #expect(stdout == "yes\n", "\(stdout) \(out.json["stderr"] ?? "")")
+            #expect(!FileManager.default.fileExists(atPath: workspace + "/x"))
+        }
+
+        @Test("--json reports stockade's own failures as JSON too")
+        func jsonError() throws {
+            let out = try Harness.stockade(["run", "--json", "--", "no-such-program-xyz"])
+            #expect(out.status == 127)
+            let error = out.json["error"] as? [String: Any]
+            #expect(error?["code"] as? String == "notFound")
+        }
+    }
+
+    @Suite("Nothing is left on the host") struct Leftovers {
+        static func cgroupEntries() -> [String] {
+            var entries: [String] = []
+            for hierarchy in ["memory", "pids", "cpuacct", "cpu,cpuacct", "unified", ""] {
+                let base = "/sys/fs/cgroup/" + hierarchy + (hierarchy.isEmpty ? "" : "/") + "stockade"
+                if let names = try? FileManager.default.contentsOfDirectory(atPath: base) {
+                    entries += names.filter { $0.hasPrefix("sandbox-") }.map { base + "/" + $0 }
+                }
+            }
+            return entries
+        }
+
+        @Test("100 runs leave no mounts, cgroups, processes or temporary files behind")
+        func hundredRuns() throws {
+            let mountsBefore = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            let tmpBefore = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp"))
+            let cgroupsBefore = Self.cgroupEntries()
+            for index in 0..<100 {
+                let out = try Harness.sandboxed("echo \(index) > /tmp/x; sleep 0.01 & echo ok", flags: ["--memory", "64M", "--pids", "16"])
+                #expect(out.stdout == "ok\n")
+            }
+            #expect(try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) == mountsBefore)
+            let tmpAfter = Set(try FileManager.default.contentsOfDirectory(atPath: "/tmp"))
+            #expect(tmpAfter.subtracting(tmpBefore).filter { $0.contains("stockade") && !$0.contains("stockade-test") }.isEmpty)
+            #expect(Self.cgroupEntries() == cgroupsBefore, "\(Self.cgroupEntries())")
+            let inits = try Harness.run(["/usr/bin/pgrep", "-f", "stockade-init"], environment: [:])
+            #expect(inits.stdout.isEmpty)
+        }
+
+        @Test("killing stockade with SIGKILL takes the sandbox down with it")
+        func supervisorKilled() throws {
+            let marker = "32\(Int.random(in: 1000...9999))"
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Harness.binary)
+            process.arguments = ["run", "--", "/bin/sh", "-c", "setsid sleep \(marker) & sleep \(marker)"]
+            process.environment = ["PATH": "/usr/bin:/bin"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            var seen = false
+            for _ in 0..<100 where !seen {
+                usleep(50_000)
+                seen = !(try Harness.run(["/usr/bin/pgrep", "-f", "sleep \(marker)"], environment: [:]).stdout.isEmpty)
+            }
+            #expect(seen)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            var left = "x"
+            for _ in 0..<40 where !left.isEmpty {
+                usleep(50_000)
+                left = try Harness.run(["/usr/bin/pgrep", "-f", "sleep \(marker)"], environment: [:]).stdout
+            }
+            #expect(left.isEmpty, "survivors: \(left)")
+        }
+    }
+}

@@ -1,0 +1,48 @@
+"""Turns hyperfine's JSON exports into bench/RESULTS.md: medians and ratios."""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+out, stockade_kib, bwrap_kib = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def table(name, title):
+    with open(os.path.join(out, name + ".json")) as handle:
+        results = json.load(handle)["results"]
+    medians = {r["command"]: statistics.median(r["times"]) * 1000 for r in results}
+    bare = medians["bare"]
+    bwrap = medians.get("bubblewrap")
+    lines = [f"### {title}", "", "| runner | median (ms) | × bare | × bubblewrap |", "|---|---:|---:|---:|"]
+    for runner, median in medians.items():
+        lines.append(f"| {runner} | {median:.2f} | {median / bare:.2f} | {median / bwrap:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+with open(os.path.join(out, "inprocess.json")) as handle:
+    inprocess = json.load(handle)
+
+print("# Benchmark results")
+print()
+print(f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Linux {platform.release()}, "
+      f"{os.cpu_count()} cores, by `make bench` (bench/run.sh): hyperfine, all runners side by side "
+      "in one run per workload. The machine is shared and noisy: compare ratios, not absolute times.")
+print()
+print(table("true", "Start-up: `/bin/true`"))
+print(table("find", "Syscall-heavy: `find /usr/lib -name '*.so'`"))
+print("### In-process spawn (library call, no CLI start-up)")
+print()
+print("| what | median (ms) |")
+print("|---|---:|")
+print(f"| bare fork+exec+wait of /bin/true | {inprocess['bare_ms']:.3f} |")
+print(f"| `Runner.run` of /bin/true (namespaces tier) | {inprocess['sandbox_ms']:.3f} |")
+print(f"| difference | {inprocess['sandbox_ms'] - inprocess['bare_ms']:.3f} |")
+print()
+print("### Peak memory (max RSS) running `/bin/true`")
+print()
+print("| runner | KiB |")
+print("|---|---:|")
+print(f"| stockade (supervisor) | {stockade_kib} |")
+print(f"| bubblewrap | {bwrap_kib} |")

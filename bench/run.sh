@@ -1,0 +1,43 @@
+#!/bin/sh
+# Side-by-side start-up and syscall-heavy benchmark: bare exec, unshare, bubblewrap,
+# firejail and stockade, in one hyperfine run per workload. Writes bench/RESULTS.md.
+# Machines are shared and noisy: read the ratios, not the absolute times.
+set -eu
+cd "$(dirname "$0")/.."
+STOCKADE=${STOCKADE:-.build/release/stockade}
+RUNS=${RUNS:-200}
+OUT=bench/out
+mkdir -p "$OUT"
+workspace=$(mktemp -d)
+trap 'rm -rf "$workspace"' EXIT
+
+# A comparable bubblewrap view: read-only /usr and merged-/usr links, fresh /proc,
+# /dev and /tmp, every namespace unshared, a new session.
+BWRAP="bwrap --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/sbin /sbin --proc /proc --dev /dev --tmpfs /tmp --bind $workspace /workspace --chdir /workspace --unshare-all --die-with-parent --new-session --"
+UNSHARE="unshare -Urpmn --fork --"
+FIREJAIL="firejail --quiet --noprofile --net=none --private=$workspace --"
+SANDBOX="$STOCKADE run --workspace $workspace --"
+
+workload() { # name, command
+    name=$1; shift
+    command="$*"
+    hyperfine --runs "$RUNS" --warmup 10 -N --export-json "$OUT/$name.json" \
+        -n bare "$command" \
+        -n unshare "$UNSHARE $command" \
+        -n bubblewrap "$BWRAP $command" \
+        -n firejail "$FIREJAIL $command" \
+        -n stockade "$SANDBOX $command" >"$OUT/$name.txt" 2>&1 || { cat "$OUT/$name.txt"; exit 1; }
+}
+
+workload true /bin/true
+RUNS=$((RUNS / 4)) workload find sh -c "find /usr/lib -name '*.so' >/dev/null"
+
+# In-process spawn through the library (no CLI start-up) against a bare fork+exec.
+.build/release/stockade-bench --iterations "${INPROCESS_RUNS:-300}" >"$OUT/inprocess.json"
+
+# Peak memory (max RSS) of stockade itself running /bin/true.
+peak_kib=$(/usr/bin/time -f '%M' $STOCKADE run -- /bin/true 2>&1 >/dev/null | tail -1)
+bwrap_kib=$(/usr/bin/time -f '%M' $BWRAP /bin/true 2>&1 >/dev/null | tail -1)
+
+python3 bench/report.py "$OUT" "$peak_kib" "$bwrap_kib" >bench/RESULTS.md
+cat bench/RESULTS.md
