@@ -17,7 +17,7 @@
 
 void stockade_child_apply_rlimits(const struct stockade_spawn_config *config) {
     for (size_t i = 0; i < config->rlimit_count; i++) {
-        struct rlimit limit = {.rlim_cur = config->rlimits[i].limit, .rlim_max = config->rlimits[i].limit};
+        struct rlimit limit = {.rlim_cur = config->rlimits[i].soft, .rlim_max = config->rlimits[i].hard};
         if (setrlimit(config->rlimits[i].resource, &limit) < 0) stockade_child_fail("set a resource limit", NULL, errno);
     }
 }

@@ -76,6 +76,16 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     int stderr_fd = move_high(config->stderr_fd);
     int status_fd = move_high(config->status_fd);
 
+    // Signals: the supervisor blocks the ones it forwards; nothing of that may reach
+    // the sandbox, so start from an empty mask and default dispositions.
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
+    for (int s = 1; s < NSIG; s++) {
+        if (s == SIGKILL || s == SIGSTOP) continue;
+        signal(s, SIG_DFL);
+    }
+
     // Step 1: wait until the supervisor has written our uid/gid maps and moved us into
     // our cgroups. EOF means it gave up (or died): leave quietly.
     char go = 0;

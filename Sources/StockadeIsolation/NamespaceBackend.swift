@@ -102,16 +102,25 @@ public struct NamespaceBackend: IsolationBackend {
 
     /// The rlimits every sandbox gets: a floor under the cgroup limits, and the only
     /// memory and process limits where cgroups are not available.
-    static func resourceLimits(_ limits: ResourceLimits, cgroup: SandboxCgroup?) -> [(resource: Int32, limit: UInt64)] {
-        var result: [(resource: Int32, limit: UInt64)] = [(Int32(RLIMIT_CORE.rawValue), 0)]
-        if let files = limits.openFiles { result.append((Int32(RLIMIT_NOFILE.rawValue), files)) }
-        if let size = limits.fileSizeBytes { result.append((Int32(RLIMIT_FSIZE.rawValue), size)) }
-        if let cpu = limits.cpuMilliseconds { result.append((Int32(RLIMIT_CPU.rawValue), (cpu + 999) / 1000)) }
+    static func resourceLimits(_ limits: ResourceLimits, cgroup: SandboxCgroup?) -> [(resource: Int32, soft: UInt64, hard: UInt64)] {
+        var result: [(resource: Int32, soft: UInt64, hard: UInt64)] = [(Int32(RLIMIT_CORE.rawValue), 0, 0)]
+        if let files = limits.openFiles { result.append((Int32(RLIMIT_NOFILE.rawValue), files, files)) }
+        if let size = limits.fileSizeBytes { result.append((Int32(RLIMIT_FSIZE.rawValue), size, size)) }
+        if let cpu = limits.cpuMilliseconds {
+            // SIGXCPU at the soft limit names the cause; SIGKILL a second later if the
+            // program catches it.
+            let seconds = (cpu + 999) / 1000
+            result.append((Int32(RLIMIT_CPU.rawValue), seconds, seconds + 1))
+        }
         // RLIMIT_NPROC counts per user namespace and uid, so it counts only the
-        // sandbox's own processes.
-        if let pids = limits.pids { result.append((STOCKADE_RLIMIT_NPROC, pids)) }
+        // sandbox's own processes. With a pids cgroup it sits above the cgroup's limit
+        // (a floor, and so that the cgroup, which reports the hit, is what stops forks).
+        if let pids = limits.pids {
+            let floor = cgroup == nil ? pids : pids + 8
+            result.append((STOCKADE_RLIMIT_NPROC, floor, floor))
+        }
         if cgroup == nil, let memory = limits.memoryBytes {
-            result.append((Int32(RLIMIT_DATA.rawValue), memory))
+            result.append((Int32(RLIMIT_DATA.rawValue), memory, memory))
         }
         return result
     }

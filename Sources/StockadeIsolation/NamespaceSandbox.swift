@@ -153,9 +153,9 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         var limit = state.withLock { $0.killedFor }
         if limit == nil, memoryHit { limit = .memory }
         if limit == nil, result.signal == SIGXFSZ { limit = .fileSize }
-        if limit == nil, result.signal == SIGXCPU || result.signal == SIGKILL, let cpuLimit = plan.limits.cpuMilliseconds, cpu >= cpuLimit {
-            limit = .cpu
-        }
+        // SIGXCPU comes from RLIMIT_CPU's soft limit; SIGKILL from its hard limit.
+        if limit == nil, plan.limits.cpuMilliseconds != nil, result.signal == SIGXCPU { limit = .cpu }
+        if limit == nil, result.signal == SIGKILL, let cpuLimit = plan.limits.cpuMilliseconds, cpu >= cpuLimit { limit = .cpu }
         if let limit {
             result.limit = limit
             result.limitDescription = Self.describe(limit, plan.limits)

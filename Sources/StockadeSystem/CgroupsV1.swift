@@ -26,7 +26,7 @@ extension SandboxCgroup {
                 groups[mountPoint] = directory
                 made.append(directory)
             } catch {
-                made.forEach { try? CgroupFS.removeDirectory($0) }
+                for directory in made { try? CgroupFS.removeDirectory(directory) }
                 throw error
             }
         }

@@ -93,7 +93,8 @@ extension SandboxCgroup {
             try CgroupFS.write("0", to: leaf + "/cgroup.procs")
         } catch {
             throw StockadeError(
-                .hostFacility, "failed to move stockade into \(leaf) to free \(directory) for sandbox cgroups: \(error). "
+                .hostFacility,
+                "failed to move stockade into \(leaf) to free \(directory) for sandbox cgroups: \(error). "
                     + "Run stockade in a cgroup of its own (for example under systemd-run -p Delegate=yes).",
                 cause: error)
         }

@@ -8,8 +8,8 @@ public struct LaunchRequest {
     public var identity: HostIdentity
     public var landlock: Landlock.Ruleset?
     public var seccompProgram: [UInt8]
-    /// (RLIMIT_* resource, soft = hard limit)
-    public var resourceLimits: [(resource: Int32, limit: UInt64)]
+    /// RLIMIT_* resource with its soft and hard limit.
+    public var resourceLimits: [(resource: Int32, soft: UInt64, hard: UInt64)]
     /// Child-side stdio descriptors (the launcher does not close them).
     public var standardInput: Int32
     public var standardOutput: Int32
@@ -20,7 +20,7 @@ public struct LaunchRequest {
 
     public init(
         plan: SandboxPlan, identity: HostIdentity, landlock: Landlock.Ruleset?, seccompProgram: [UInt8],
-        resourceLimits: [(resource: Int32, limit: UInt64)], standardInput: Int32, standardOutput: Int32,
+        resourceLimits: [(resource: Int32, soft: UInt64, hard: UInt64)], standardInput: Int32, standardOutput: Int32,
         standardError: Int32, cgroup: SandboxCgroup?
     ) {
         self.plan = plan
@@ -76,7 +76,7 @@ public enum SandboxLauncher {
         let rules = (request.landlock?.rules ?? []).map {
             stockade_landlock_rule(path: UnsafePointer(arena.string($0.path)), access: $0.access.rawValue)
         }
-        let limits = request.resourceLimits.map { stockade_rlimit(resource: $0.resource, limit: $0.limit) }
+        let limits = request.resourceLimits.map { stockade_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
         var initArguments = ["stockade-init", "--"] + request.plan.command
         initArguments[0] = "stockade-init"
         let argv = arena.stringArray(initArguments)

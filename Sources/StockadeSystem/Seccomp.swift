@@ -89,9 +89,6 @@ public enum SeccompFilter {
 
     private static let cache = Mutex<[SeccompProfile: [UInt8]]>([:])
 
-    /// SCMP_ACT_ALLOW.
-    private static let actionAllow: UInt32 = 0x7fff_0000
-
     /// The native system-call number of `name`, or nil when libseccomp does not know it
     /// or it does not exist on this architecture (libseccomp then answers with
     /// __NR_SCMP_ERROR (-1) or a negative pseudo number such as __PNR_vm86).
@@ -105,7 +102,7 @@ public enum SeccompFilter {
     private static func withFilter<Result>(
         for profile: SeccompProfile, _ body: (scmp_filter_ctx) throws -> Result
     ) throws -> Result {
-        guard let filter = seccomp_init(actionAllow) else {
+        guard let filter = seccomp_init(SCMP_ACT_ALLOW) else {
             throw StockadeError(
                 .hostFacility,
                 "failed to create a seccomp filter: libseccomp's seccomp_init returned NULL (out of memory?). "
@@ -126,7 +123,8 @@ public enum SeccompFilter {
             guard let number = syscallNumber(rule.syscall) else { continue }
             let comparisons = rule.conditions.map(\.libseccompComparison)
             let result = comparisons.withUnsafeBufferPointer { buffer in
-                seccomp_rule_add_array(filter, rule.action.libseccompAction, number, UInt32(buffer.count), buffer.baseAddress)
+                seccomp_rule_add_array(
+                    filter, rule.action.libseccompAction, number, UInt32(buffer.count), buffer.baseAddress)
             }
             if result < 0 {
                 throw StockadeError(
@@ -155,7 +153,8 @@ public enum SeccompFilter {
         let result = write(rawDescriptor)
         guard result >= 0 else {
             throw StockadeError(
-                .hostFacility, "failed to \(what): libseccomp failed (\(Errno(rawValue: -result))). "
+                .hostFacility,
+                "failed to \(what): libseccomp failed (\(Errno(rawValue: -result))). "
                     + "Check that libseccomp 2.5 or later is installed.",
                 cause: Errno(rawValue: -result))
         }

@@ -51,7 +51,10 @@ public struct HostIdentity: Equatable, Sendable {
         guard stat(hostPath, &info) == 0 else {
             throw StockadeError(.startFailed, "failed to inspect the workspace \(hostPath): \(errnoText(errno))")
         }
-        let userns = stockade_idmap_userns(uid, info.st_uid, gid, info.st_gid)
+        // The idmapping's namespace maps the owner's id (inside) to the sandbox user's
+        // host id (outside): files of the owner appear as the sandbox user, and files
+        // the sandbox user creates are stored as the owner.
+        let userns = stockade_idmap_userns(info.st_uid, uid, info.st_gid, gid)
         guard userns >= 0 else {
             throw StockadeError(.startFailed, "failed to create the id mapping for the workspace: \(errnoText(-userns))")
         }

@@ -69,8 +69,7 @@ int main(int argc, char **argv) {
     action.sa_handler = ignore_signal;
     for (int s = 1; s < NSIG; s++)
         if (sigismember(&handled, s) == 1) sigaction(s, &action, NULL);
-    sigset_t previous;
-    sigprocmask(SIG_BLOCK, &handled, &previous);
+    sigprocmask(SIG_BLOCK, &handled, NULL);
     int signals = signalfd(-1, &handled, SFD_CLOEXEC);
     if (signals < 0) {
         report("exec-failed 5\n");
@@ -95,7 +94,9 @@ int main(int argc, char **argv) {
         default_action.sa_handler = SIG_DFL;
         for (int s = 1; s < NSIG; s++)
             if (sigismember(&handled, s) == 1) sigaction(s, &default_action, NULL);
-        sigprocmask(SIG_SETMASK, &previous, NULL);
+        sigset_t empty;
+        sigemptyset(&empty);
+        sigprocmask(SIG_SETMASK, &empty, NULL);
         close(exec_pipe[0]);
         setsid();
         execvp(argv[2], argv + 2);

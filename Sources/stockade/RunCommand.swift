@@ -87,8 +87,8 @@ struct RunCommand: ParsableCommand {
         if dryRun {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            FileHandle.standardOutput.write(try encoder.encode(plan))
-            FileHandle.standardOutput.write(Data("\n".utf8))
+            StandardStreams.out(try encoder.encode(plan))
+            StandardStreams.out(Data("\n".utf8))
             return
         }
         // Block the signals we forward, so that they reach the sandbox's command
@@ -106,15 +106,15 @@ struct RunCommand: ParsableCommand {
         do {
             result = try Runner.run(plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true)
         } catch let error as StockadeError where json {
-            FileHandle.standardOutput.write(JSONReport.error(error, exitCode: Stockade.exitStatus(for: error)))
-            FileHandle.standardError.write(Data("stockade: \(error.message)\n".utf8))
+            StandardStreams.out(JSONReport.error(error, exitCode: Stockade.exitStatus(for: error)))
+            StandardStreams.err("stockade: \(error.message)\n")
             throw ExitCode(Stockade.exitStatus(for: error))
         }
         if json {
-            FileHandle.standardOutput.write(JSONReport.result(result))
+            StandardStreams.out(JSONReport.result(result))
         }
         if let description = result.limitDescription {
-            FileHandle.standardError.write(Data("stockade: limit exceeded: \(description)\n".utf8))
+            StandardStreams.err("stockade: limit exceeded: \(description)\n")
         }
         throw ExitCode(result.exitCode)
     }

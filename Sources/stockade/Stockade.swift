@@ -23,7 +23,7 @@ struct Stockade: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let error as StockadeError {
-            FileHandle.standardError.write(Data("stockade: \(error.message)\n".utf8))
+            StandardStreams.err("stockade: \(error.message)\n")
             Foundation.exit(exitStatus(for: error))
         } catch let exit as ExitCode {
             Foundation.exit(exit.rawValue)
@@ -35,7 +35,7 @@ struct Stockade: ParsableCommand {
             }
             // Bad flags are stockade's own failure: 125, like the others, with the
             // parser's message and a pointer to the help.
-            FileHandle.standardError.write(Data("stockade: \(message(for: error))\nSee 'stockade run --help'.\n".utf8))
+            StandardStreams.err("stockade: \(message(for: error))\nSee 'stockade run --help'.\n")
             Foundation.exit(ExitStatus.startFailed)
         }
     }

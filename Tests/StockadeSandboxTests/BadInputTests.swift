@@ -6,7 +6,7 @@ extension SandboxSuite {
     @Suite("Bad input gets a clear error") struct BadInput {
         @Test("bad flags exit 125 with one line naming the flag", arguments: [
             (["run", "--memory", "lots", "--", "true"], "--memory 'lots'"),
-            (["run", "--timeout", "-3s", "--", "true"], "--timeout '-3s'"),
+            (["run", "--timeout", "3 parsecs", "--", "true"], "--timeout '3 parsecs'"),
             (["run", "--pids", "zero", "--", "true"], "--pids 'zero'"),
             (["run", "--env", "1BAD=x", "--", "true"], "'1BAD' is not a valid variable name"),
             (["run", "--no-such-flag", "--", "true"], "no-such-flag"),

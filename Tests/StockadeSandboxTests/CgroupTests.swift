@@ -57,7 +57,8 @@ import Testing
         #expect(mounts.directory(forV2Path: "/docker/abc/sub") == "/sys/fs/cgroup/sub")
         #expect(mounts.directory(forV2Path: "/elsewhere") == nil)
         #expect(CgroupMounts.unescape("/mnt/with\\040space") == "/mnt/with space")
-        #expect(CgroupMounts.ownV2Path(procSelfCgroup: "4:memory:/a\n0::/user.slice/x.scope\n") == "/user.slice/x.scope")
+        #expect(
+            CgroupMounts.ownV2Path(procSelfCgroup: "4:memory:/a\n0::/user.slice/x.scope\n") == "/user.slice/x.scope")
     }
 
     @Test func countersInFlatKeyedFiles() {
@@ -77,7 +78,8 @@ import Testing
     }
 
     @Test func unavailableCgroupsMeanNoGroup() throws {
-        let group = try SandboxCgroup.create(name: "ok", limits: CgroupLimits(), availability: .unavailable(reason: "test"))
+        let group = try SandboxCgroup.create(
+            name: "ok", limits: CgroupLimits(), availability: .unavailable(reason: "test"))
         #expect(group == nil)
     }
 
@@ -101,7 +103,9 @@ import Testing
         let group = try #require(try SandboxCgroup.create(name: name, limits: CgroupLimits()))
         defer { group.destroy() }
         #expect(throws: StockadeError.self) { _ = try SandboxCgroup.create(name: name, limits: CgroupLimits()) }
-        for directory in group.directories { #expect(CgroupFS.exists(directory), "the failed create removed a live group") }
+        for directory in group.directories {
+            #expect(CgroupFS.exists(directory), "the failed create removed a live group")
+        }
     }
 
     @Test(.enabled(if: usable, "needs root or a delegated cgroup v2 subtree"))
@@ -116,7 +120,8 @@ import Testing
         #expect(group.processes() == [sleeper.processIdentifier])
 
         group.killAll()
-        #expect(Self.waitForExit(sleeper, seconds: 5), "killAll did not end the process")
+        // #require: reading the termination status of a running Process traps.
+        try #require(Self.waitForExit(sleeper, seconds: 5), "killAll did not end the process")
         #expect(sleeper.terminationReason == .uncaughtSignal && sleeper.terminationStatus == SIGKILL)
         #expect(group.destroy())
         for directory in group.directories { #expect(!CgroupFS.exists(directory), "\(directory) was left behind") }
@@ -128,13 +133,16 @@ import Testing
     func killAllReachesDetachedGrandchildren() throws {
         let group = try #require(try SandboxCgroup.create(name: Self.uniqueName("daemon"), limits: CgroupLimits()))
         defer { group.destroy() }
-        let (shell, gate) = try Self.startGated("/bin/sh", ["-c", "read go; (setsid sleep 300 &); (setsid sleep 300 &); exec sleep 300"])
+        let (shell, gate) = try Self.startGated(
+            "/bin/sh", ["-c", "read go; (setsid sleep 300 &); (setsid sleep 300 &); exec sleep 300"])
         try group.add(pid: shell.processIdentifier)
         Self.release(gate)
         #expect(Self.waitUntil(seconds: 5) { group.processes().count >= 3 }, "the daemons did not start")
 
         group.killAll()
-        #expect(Self.waitUntil(seconds: 5) { group.processes().isEmpty }, "processes survived killAll: \(group.processes())")
+        #expect(
+            Self.waitUntil(seconds: 5) { group.processes().isEmpty }, "processes survived killAll: \(group.processes())"
+        )
         #expect(Self.waitForExit(shell, seconds: 5))
         #expect(group.destroy())
     }
@@ -165,10 +173,11 @@ import Testing
         defer { group.destroy() }
         #expect(!group.memoryLimitHit())
         let (python, gate) = try Self.startGated(
-            "/usr/bin/python3", ["-c", "import sys; sys.stdin.readline(); b = bytearray(b'x') * (200 << 20); print(len(b))"])
+            "/usr/bin/python3",
+            ["-c", "import sys; sys.stdin.readline(); b = bytearray(b'x') * (200 << 20); print(len(b))"])
         try group.add(pid: python.processIdentifier)
         Self.release(gate)
-        #expect(Self.waitForExit(python, seconds: 20), "the memory bomb was not stopped")
+        try #require(Self.waitForExit(python, seconds: 20), "the memory bomb was not stopped")
         #expect(python.terminationReason == .uncaughtSignal && python.terminationStatus == SIGKILL)
         #expect(group.memoryLimitHit())
         if let peak = group.peakMemoryBytes() {
@@ -200,13 +209,18 @@ import Testing
     func v2GroupWithoutLimits() throws {
         let root = try #require(Self.writableUnified)
         let group = try #require(
-            try SandboxCgroup.create(name: Self.uniqueName("v2"), limits: CgroupLimits(), availability: .v2(root: root)))
+            try SandboxCgroup.create(name: Self.uniqueName("v2"), limits: CgroupLimits(), availability: .v2(root: root))
+        )
         defer { group.destroy() }
         #expect(group.version == 2)
-        let (shell, gate) = try Self.startGated("/bin/sh", ["-c", "read go; (setsid sleep 300 &); i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 300"])
+        let (shell, gate) = try Self.startGated(
+            "/bin/sh",
+            ["-c", "read go; (setsid sleep 300 &); i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; exec sleep 300"])
         try group.add(pid: shell.processIdentifier)
         Self.release(gate)
-        #expect(Self.waitUntil(seconds: 10) { group.processes().count >= 2 && (group.cpuUsageMicroseconds() ?? 0) > 10_000 })
+        #expect(
+            Self.waitUntil(seconds: 10) { group.processes().count >= 2 && (group.cpuUsageMicroseconds() ?? 0) > 10_000 }
+        )
         group.killAll()
         #expect(Self.waitForExit(shell, seconds: 5))
         #expect(Self.waitUntil(seconds: 5) { group.processes().isEmpty })

@@ -24,7 +24,8 @@ extension SandboxSuite {
             let marker = NSTemporaryDirectory() + "stockade-host-marker-\(UUID().uuidString)"
             try "host".write(toFile: marker, atomically: false, encoding: .utf8)
             defer { Harness.remove(marker) }
-            let out = try Harness.sandboxed("for p in /root /home/* /var/lib /var/log /run /sys/kernel /etc/shadow /etc/ssh \(marker); do test -e $p && echo VISIBLE $p; done; ls /")
+            let hostHomes = ((try? FileManager.default.contentsOfDirectory(atPath: "/home")) ?? []).map { "/home/" + $0 }.joined(separator: " ")
+            let out = try Harness.sandboxed("for p in /root \(hostHomes) /var/lib /var/log /run /sys/kernel /etc/shadow /etc/ssh \(marker); do test -e $p && echo VISIBLE $p; done; ls /")
             #expect(out.status == 0)
             #expect(!out.stdout.contains("VISIBLE"), "\(out.stdout)")
             let top = Set(out.stdout.split(separator: "\n").map(String.init))

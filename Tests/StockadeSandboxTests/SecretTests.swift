@@ -34,9 +34,11 @@ extension SandboxSuite {
             for file in [".ssh/id_ed25519", ".aws/credentials", ".netrc", ".git-credentials", ".docker/config.json", ".kube/config"] {
                 try Harness.write(Self.secret, to: home + "/" + file)
             }
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
             let out = try Harness.stockade(
-                ["run", "--", "/bin/sh", "-c", "echo $HOME; ls -A $HOME; cat \(home)/.aws/credentials ~/.aws/credentials 2>/dev/null; grep -rs AKIA / --exclude-dir=proc --exclude-dir=usr --exclude-dir=sys 2>/dev/null | head -1"],
-                in: NSTemporaryDirectory(), environment: ["PATH": "/usr/bin:/bin", "HOME": home]
+                ["run", "--", "/bin/sh", "-c", "echo $HOME; ls -A $HOME; cat \(home)/.aws/credentials ~/.aws/credentials 2>/dev/null; grep -rsF '\(Self.secret)' / --exclude-dir=proc --exclude-dir=usr --exclude-dir=sys 2>/dev/null | head -1"],
+                in: workspace, environment: ["PATH": "/usr/bin:/bin", "HOME": home]
             )
             #expect(out.stdout == "/home/sandbox\n", "\(out.stdout)")
         }

@@ -64,7 +64,8 @@ struct stockade_landlock_rule {
 
 struct stockade_rlimit {
     int resource;
-    uint64_t limit;
+    uint64_t soft;
+    uint64_t hard;
 };
 
 struct stockade_spawn_config {
