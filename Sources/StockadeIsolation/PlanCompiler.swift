@@ -57,10 +57,16 @@ public enum PlanCompiler {
         }
         let user = SandboxUser()
         let workspace = try workspaceGrant(request)
+        try validateReadOnlyPaths(request.policy.readOnlyPaths)
         var mounts = systemView(user: user, readOnlyPaths: request.policy.readOnlyPaths)
         mounts.append(.bind(source: workspace.hostPath, path: workspace.sandboxPath, readOnly: workspace.readOnly))
         for entry in workspace.hiddenEntries {
             mounts.append(.mask(base: workspace.sandboxPath, relativePath: entry))
+        }
+        // A policy kept inside a writable workspace must not be rewritable by the
+        // command it constrains (the next run would load the loosened policy).
+        if let relative = policyInsideWorkspace(request.policy, workspace: workspace), !workspace.readOnly {
+            mounts.append(.bind(source: workspace.hostPath + "/" + relative, path: workspace.sandboxPath + "/" + relative, readOnly: true))
         }
         let limits = resolveLimits(request)
         mounts = mounts.map { operation in
@@ -85,6 +91,31 @@ public enum PlanCompiler {
             limits: limits,
             seccomp: .default
         )
+    }
+
+    /// Host paths a policy may not grant: the whole root, and the kernel's and the
+    /// host's devices, processes and sockets, which would undo the sandbox.
+    static func validateReadOnlyPaths(_ paths: [String]) throws {
+        for path in paths {
+            let forbidden = ["/proc", "/sys", "/dev", "/run", "/var/run"]
+            if path == "/" || forbidden.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
+                throw StockadeError(.invalidPolicy, "failed to grant read_only path \(path): it would expose the host's root, processes, devices or sockets. Grant a narrower directory")
+            }
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw StockadeError(.invalidPolicy, "failed to grant read_only path \(path): it does not exist on this host. Remove it from the policy or create it")
+            }
+        }
+    }
+
+    /// The policy file's path relative to the workspace, when it lies inside it.
+    static func policyInsideWorkspace(_ policy: PolicyDocument, workspace: WorkspaceGrant) -> String? {
+        guard let source = policy.sourcePath, let resolved = realpath(source, nil) else { return nil }
+        let path = String(cString: resolved)
+        free(resolved)
+        guard path.hasPrefix(workspace.hostPath + "/") else { return nil }
+        let relative = String(path.dropFirst(workspace.hostPath.count + 1))
+        if workspace.hiddenEntries.contains(where: { relative == $0 || relative.hasPrefix($0 + "/") }) { return nil }
+        return relative
     }
 
     static func resolveLimits(_ request: RunRequest) -> ResourceLimits {

@@ -18,10 +18,15 @@ extension SandboxCgroup {
         // One group per hierarchy; co-mounted controllers share one.
         var groups: [String: String] = [:]
         var made: [String] = []
-        for mountPoint in [memory, pids, cpuacct].compactMap({ $0 }) where groups[mountPoint] == nil {
+        let own = CgroupFS.read("/proc/self/cgroup") ?? ""
+        let hierarchies = [(memory, "memory"), (pids, "pids"), (cpuacct, "cpuacct")]
+        for case let (mountPoint?, controller) in hierarchies where groups[mountPoint] == nil {
             do {
-                try makeParentDirectory(mountPoint + "/stockade")
-                let directory = mountPoint + "/stockade/" + name
+                // Nested under the supervisor's own group, so that limits someone set on
+                // stockade (a CI job's memory cap, say) also bound its sandboxes.
+                let base = mountPoint + Self.ownV1Path(controller: controller, procSelfCgroup: own)
+                try makeParentDirectory(base + "/stockade")
+                let directory = base + "/stockade/" + name
                 try makeGroupDirectory(directory)
                 groups[mountPoint] = directory
                 made.append(directory)
@@ -51,5 +56,17 @@ extension SandboxCgroup {
             try writeLimit(String(count), file: "pids.max", in: pidsGroup, what: "process limit", cleanup: made)
         }
         return SandboxCgroup(layout: .v1(memory: memoryGroup, pids: pidsGroup, cpuacct: cpuacct.flatMap { groups[$0] }))
+    }
+
+    /// This process's group in a v1 hierarchy ("" for the root), from the
+    /// "N:controller[,controller]:/path" lines of /proc/self/cgroup.
+    static func ownV1Path(controller: String, procSelfCgroup: String) -> String {
+        for line in procSelfCgroup.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, fields[1].split(separator: ",").contains(Substring(controller)) else { continue }
+            let path = String(fields[2])
+            return path == "/" ? "" : path
+        }
+        return ""
     }
 }

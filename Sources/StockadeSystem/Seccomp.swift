@@ -79,14 +79,19 @@ public enum SeccompFilter {
         if !skipped.isEmpty {
             header += "# unknown on this architecture, skipped: \(skipped.sorted().joined(separator: ", "))\n"
         }
-        let pseudoCode = try withFilter(for: profile) { filter in
-            try export(what: "export the seccomp filter as text") { seccomp_export_pfc(filter, $0) }
+        // Under the cache's lock too: libseccomp probes the kernel lazily into
+        // process-wide state, so it is used by one thread at a time.
+        let pseudoCode = try cache.withLock { _ in
+            try withFilter(for: profile) { filter in
+                try export(what: "export the seccomp filter as text") { seccomp_export_pfc(filter, $0) }
+            }
         }
         return header + String(decoding: pseudoCode, as: UTF8.self)
     }
 
     // MARK: - Building
 
+    /// The compiled programs; its lock also serializes every use of libseccomp.
     private static let cache = Mutex<[SeccompProfile: [UInt8]]>([:])
 
     /// The native system-call number of `name`, or nil when libseccomp does not know it
@@ -370,7 +375,11 @@ enum SeccompRules {
         [.deny("unshare"), .deny("setns")]
         // clone's flags are argument 0 on x86_64 and arm64 (argument 1 on s390). One rule
         // per flag: a flag's bit set, whatever else is set. The kernel reads only the
-        // low 32 bits of the flags and every CLONE_NEW* bit lives there.
+        // low 32 bits of the flags and every CLONE_NEW* bit lives there. (CLONE_NEWTIME,
+        // 0x80, falls in clone's exit-signal byte, so clone itself cannot ask for it and
+        // that rule only refuses exit signals above 127, which are no valid signals and
+        // no program asks for; the flag is reachable only through clone3 and unshare,
+        // both denied.)
         + cloneNamespaceFlags.map { flag in
             .deny("clone", when: .init(argument: 0, test: .maskedEqual(mask: flag.value, value: flag.value)))
         }
