@@ -218,6 +218,7 @@ public final class SandboxCgroup: Sendable {
     /// membership checked again, and only then signalled through that fd.
     @discardableResult
     func killListedProcesses(until deadline: ContinuousClock.Instant) -> Bool {
+        var pause: UInt32 = 50
         while true {
             let listed = processes()
             if listed.isEmpty { return true }
@@ -232,7 +233,8 @@ public final class SandboxCgroup: Sendable {
                 close(descriptor)
             }
             if ContinuousClock.now >= deadline { return processes().isEmpty }
-            usleep(1000)
+            usleep(pause)
+            pause = min(pause * 2, 2000)
         }
     }
 
@@ -259,6 +261,7 @@ public final class SandboxCgroup: Sendable {
         killAll()
         killListedProcesses(until: deadline)
         var removedAll = true
+        var pause: UInt32 = 50
         for directory in directories {
             while true {
                 do {
@@ -267,7 +270,10 @@ public final class SandboxCgroup: Sendable {
                 } catch .noSuchFileOrDirectory {
                     break
                 } catch .resourceBusy where ContinuousClock.now < deadline {
-                    usleep(2000)
+                    // The last task leaves the group a moment after it is reaped: poll
+                    // quickly first, since this is on every sandbox's exit path.
+                    usleep(pause)
+                    pause = min(pause * 2, 2000)
                 } catch {
                     removedAll = false
                     break
