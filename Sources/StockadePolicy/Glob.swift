@@ -108,6 +108,11 @@ public struct Glob: Equatable, Sendable, CustomStringConvertible {
     func matches(components: [[Unicode.Scalar]], isDirectory: Bool) -> Bool {
         if components.isEmpty { return false }
         if matchesDirectoriesOnly && !isDirectory { return false }
+        // The common case (every default pattern): a name at any depth. Only the last
+        // component matters; this runs once per workspace entry on every start.
+        if segments.count == 2, case .anyDepth = segments[0], case .name(let tokens) = segments[1] {
+            return GlobToken.match(tokens, components[components.count - 1])
+        }
         // reachable[j]: the segments seen so far match exactly the first j components.
         // One pass per segment keeps `**` linear instead of backtracking.
         var reachable = [Bool](repeating: false, count: components.count + 1)
@@ -155,8 +160,13 @@ public struct GlobSet: Equatable, Sendable {
 
     /// Whether any glob matches the entry at `relativePath` itself.
     public func matches(_ relativePath: String, isDirectory: Bool) -> Bool {
-        let components = GlobPath.components(of: relativePath)
-        return globs.contains { $0.matches(components: components, isDirectory: isDirectory) }
+        matches(components: GlobPath.components(of: relativePath), isDirectory: isDirectory)
+    }
+
+    /// The same for a path already split into its names (no `.`, `..` or empty ones),
+    /// for callers that walk a tree and extend the parent's components by one name.
+    public func matches(components: [[Unicode.Scalar]], isDirectory: Bool) -> Bool {
+        globs.contains { $0.matches(components: components, isDirectory: isDirectory) }
     }
 
     /// Whether any glob matches the entry at `relativePath` or one of the directories
