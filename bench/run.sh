@@ -4,9 +4,9 @@
 # Machines are shared and noisy: read the ratios, not the absolute times.
 set -eu
 cd "$(dirname "$0")/.."
-STOCKADE=${STOCKADE:-.build/release/stockade}
+STOCKADE=${STOCKADE:-$(pwd)/.build/release/stockade}
 RUNS=${RUNS:-200}
-OUT=bench/out
+OUT=$(pwd)/bench/out
 mkdir -p "$OUT"
 workspace=$(mktemp -d)
 trap 'rm -rf "$workspace"' EXIT
@@ -18,9 +18,9 @@ UNSHARE="unshare -Urpmn --fork --"
 FIREJAIL="firejail --quiet --noprofile --net=none --private=$workspace --"
 SANDBOX="$STOCKADE run --workspace $workspace --"
 
-workload() { # name, command
-    name=$1; shift
-    command="$*"
+workload() { # name, command (one string, in shell-words quoting, as hyperfine -N reads it)
+    name=$1
+    command=$2
     hyperfine --runs "$RUNS" --warmup 10 -N --export-json "$OUT/$name.json" \
         -n bare "$command" \
         -n unshare "$UNSHARE $command" \
@@ -29,8 +29,11 @@ workload() { # name, command
         -n stockade "$SANDBOX $command" >"$OUT/$name.txt" 2>&1 || { cat "$OUT/$name.txt"; exit 1; }
 }
 
+# Every runner starts in the same (empty) directory.
+cd "$workspace"
 workload true /bin/true
-RUNS=$((RUNS / 4)) workload find sh -c "find /usr/lib -name '*.so' >/dev/null"
+RUNS=$((RUNS / 4)) workload find "sh -c 'find /usr/lib -name \"*.so\" >/dev/null'"
+cd - >/dev/null
 
 # In-process spawn through the library (no CLI start-up) against a bare fork+exec.
 .build/release/stockade-bench --iterations "${INPROCESS_RUNS:-300}" >"$OUT/inprocess.json"

@@ -120,40 +120,68 @@ static void tmpfs(const struct stockade_mount_op *op, const char *target, const 
     if (mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options) < 0) stockade_child_fail("mount tmpfs at", op->path, errno);
 }
 
-/// Hides `relative` below `base`: resolved with openat2 beneath the base and without
-/// following any symlink, so a link planted in the workspace cannot redirect the
-/// mask (or the mount) elsewhere. Files get an empty mode-0 file over them,
-/// directories an empty mode-0 directory; both read-only.
-static void mask(const struct stockade_mount_op *op) {
+/// Opens `relative` below `base` (a sandbox path) as an O_PATH fd, resolved with
+/// openat2 beneath the base and without following any symlink, so that a link planted
+/// in the workspace cannot redirect a mount made there to a host file. Returns -1 when
+/// there is nothing to act on (gone, or a symlink now).
+static int open_beneath(const char *base_path, const char *relative) {
     char base[PATH_MAX];
-    join(base, NEWROOT, op->path);
+    join(base, NEWROOT, base_path);
     int base_fd = open(base, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (base_fd < 0) stockade_child_fail("open mask base", op->path, errno);
+    if (base_fd < 0) stockade_child_fail("open", base_path, errno);
     struct stockade_open_how how = {
         .flags = O_PATH | O_NOFOLLOW | O_CLOEXEC,
         .mode = 0,
         .resolve = STOCKADE_RESOLVE_BENEATH | STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
     };
-    int target_fd = (int)syscall(SYS_openat2, base_fd, op->source, &how, sizeof(how));
+    int target_fd = (int)syscall(SYS_openat2, base_fd, relative, &how, sizeof(how));
     close(base_fd);
     if (target_fd < 0) {
-        // Gone since the plan was made, or it is a symlink now: nothing to hide here,
-        // and a symlink's target is hidden (or not granted) on its own.
-        if (errno == ENOENT || errno == ELOOP || errno == EXDEV) return;
-        stockade_child_fail("open hidden path", op->source, errno);
+        if (errno == ENOENT || errno == ELOOP || errno == EXDEV) return -1;
+        stockade_child_fail("open", relative, errno);
     }
     struct stat info;
-    if (fstat(target_fd, &info) < 0) stockade_child_fail("inspect hidden path", op->source, errno);
+    if (fstat(target_fd, &info) < 0) stockade_child_fail("inspect", relative, errno);
     if (!S_ISDIR(info.st_mode) && !S_ISREG(info.st_mode)) {
         close(target_fd);
-        return;
+        return -1;
     }
-    const char *placeholder = S_ISDIR(info.st_mode) ? "/mask-directory" : "/mask-file";
-    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, placeholder, STOCKADE_OPEN_TREE_CLONE);
-    if (tree < 0) stockade_child_fail("prepare mask for", op->source, errno);
+    return target_fd;
+}
+
+/// Attaches a clone of `source_fd`'s mount tree (or of the path `source`) on
+/// `target_fd`, read-only.
+static void attach_read_only(int source_fd, const char *source, int target_fd, const char *what) {
+    int tree = source_fd >= 0
+        ? (int)syscall(SYS_open_tree, source_fd, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_EMPTY_PATH)
+        : (int)syscall(SYS_open_tree, AT_FDCWD, source, STOCKADE_OPEN_TREE_CLONE);
+    if (tree < 0) stockade_child_fail("prepare a mount for", what, errno);
+    struct stockade_mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = STOCKADE_MOUNT_ATTR_RDONLY | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
+    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH, &attr, sizeof(attr)) < 0)
+        stockade_child_fail("make read-only", what, errno);
     if (syscall(SYS_move_mount, tree, "", target_fd, "", STOCKADE_MOVE_MOUNT_F_EMPTY_PATH | STOCKADE_MOVE_MOUNT_T_EMPTY_PATH) < 0)
-        stockade_child_fail("mask hidden path", op->source, errno);
+        stockade_child_fail("mount over", what, errno);
     close(tree);
+}
+
+/// Hides `relative` below `base`: files get an empty mode-0 file over them,
+/// directories an empty mode-0 directory; both read-only.
+static void mask(const struct stockade_mount_op *op) {
+    int target_fd = open_beneath(op->path, op->source);
+    if (target_fd < 0) return;
+    struct stat info;
+    if (fstat(target_fd, &info) < 0) stockade_child_fail("inspect hidden path", op->source, errno);
+    attach_read_only(-1, S_ISDIR(info.st_mode) ? "/mask-directory" : "/mask-file", target_fd, op->source);
+    close(target_fd);
+}
+
+/// Makes `relative` below `base` read-only by binding it over itself.
+static void read_only_beneath(const struct stockade_mount_op *op) {
+    int target_fd = open_beneath(op->path, op->source);
+    if (target_fd < 0) return;
+    attach_read_only(target_fd, NULL, target_fd, op->source);
     close(target_fd);
 }
 
@@ -212,6 +240,9 @@ static void carry_out(const struct stockade_mount_op *op, const struct stockade_
     }
     case STOCKADE_MOUNT_MASK:
         mask(op);
+        break;
+    case STOCKADE_MOUNT_READONLY_BENEATH:
+        read_only_beneath(op);
         break;
     default:
         stockade_child_fail("carry out an unknown mount step for", op->path, EINVAL);

@@ -118,6 +118,9 @@ public enum MountOperation: Codable, Equatable, Sendable {
     /// Hides a path below a mount: it is replaced by an empty, unreadable placeholder.
     /// Resolved beneath `base` without following symlinks.
     case mask(base: String, relativePath: String)
+    /// Makes a path below a mount read-only (bound over itself), resolved beneath
+    /// `base` without following symlinks. A symlink there is left alone.
+    case readOnlyBeneath(base: String, relativePath: String)
 }
 
 /// Network access of the sandbox.

@@ -66,7 +66,7 @@ public enum PlanCompiler {
         // A policy kept inside a writable workspace must not be rewritable by the
         // command it constrains (the next run would load the loosened policy).
         if let relative = policyInsideWorkspace(request.policy, workspace: workspace), !workspace.readOnly {
-            mounts.append(.bind(source: workspace.hostPath + "/" + relative, path: workspace.sandboxPath + "/" + relative, readOnly: true))
+            mounts.append(.readOnlyBeneath(base: workspace.sandboxPath, relativePath: relative))
         }
         let limits = resolveLimits(request)
         mounts = mounts.map { operation in

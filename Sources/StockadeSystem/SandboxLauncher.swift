@@ -306,6 +306,10 @@ struct CArena {
             op.kind = Int32(STOCKADE_MOUNT_MASK.rawValue)
             op.path = UnsafePointer(string(base))
             op.source = UnsafePointer(string(relativePath))
+        case .readOnlyBeneath(let base, let relativePath):
+            op.kind = Int32(STOCKADE_MOUNT_READONLY_BENEATH.rawValue)
+            op.path = UnsafePointer(string(base))
+            op.source = UnsafePointer(string(relativePath))
         }
         return op
     }

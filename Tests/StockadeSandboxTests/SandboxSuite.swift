@@ -4,7 +4,7 @@ import Testing
 /// Every test that starts sandboxes lives under this suite, run one at a time: the
 /// leftover checks count host processes, mounts and cgroups, which concurrent
 /// sandboxes would disturb.
-@Suite(.serialized) struct SandboxSuite {}
+@Suite(.serialized, .timeLimit(.minutes(2))) struct SandboxSuite {}
 
 extension SandboxSuite {
     @Suite("Commands work") struct Functional {

@@ -36,6 +36,7 @@ enum stockade_mount_kind {
     STOCKADE_MOUNT_DEVPTS = 8,
     STOCKADE_MOUNT_READONLY = 9,
     STOCKADE_MOUNT_MASK = 10,
+    STOCKADE_MOUNT_READONLY_BENEATH = 11,
 };
 
 struct stockade_mount_op {
@@ -43,7 +44,7 @@ struct stockade_mount_op {
     /// Sandbox path (absolute), or for MASK the base directory inside the sandbox.
     const char *_Nullable path;
     /// Host path for BIND/DEVICE, link target for SYMLINK, contents for FILE,
-    /// path relative to `path` for MASK; NULL otherwise.
+    /// path relative to `path` for MASK and READONLY_BENEATH; NULL otherwise.
     const char *_Nullable source;
     size_t source_length;
     unsigned int mode;
