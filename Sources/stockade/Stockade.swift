@@ -35,7 +35,7 @@ struct Stockade: ParsableCommand {
             }
             // Bad flags are stockade's own failure: 125, like the others, with the
             // parser's message and a pointer to the help.
-            StandardStreams.err("stockade: \(message(for: error))\nSee 'stockade run --help'.\n")
+            StandardStreams.err("stockade: \(message(for: error))\nSee 'stockade --help' and 'stockade run --help'.\n")
             Foundation.exit(ExitStatus.startFailed)
         }
     }

@@ -141,3 +141,19 @@ extension SandboxSuite.BadInput {
         #expect(out.stderr.contains("failed to grant read_only path \(path)"), "\(out.stderr)")
     }
 }
+
+extension SandboxSuite.BadInput {
+    @Test("`stockade run --help` documents every flag and the exit codes")
+    func help() throws {
+        let out = try Harness.stockade(["run", "--help"])
+        #expect(out.status == 0)
+        for flag in ["--policy", "--workspace", "--read-only", "--hide", "--env", "--timeout", "--cpu", "--memory", "--pids",
+                     "--open-files", "--file-size", "--output", "--json", "--dry-run"] {
+            #expect(out.stdout.contains(flag), "help lacks \(flag)")
+        }
+        #expect(out.stdout.contains("exit 125"))
+        let unknown = try Harness.stockade(["frob"])
+        #expect(unknown.status == 125)
+        #expect(unknown.stderr.contains("'frob'"))
+    }
+}
