@@ -67,6 +67,10 @@ static int move_high(int fd) {
 }
 
 __attribute__((noreturn)) static void child_main(const struct stockade_spawn_config *config) {
+    // The supervisor's end of the sync pipe: only the supervisor may hold it, so that
+    // its death reads as EOF below.
+    close(config->sync_write_fd);
+
     // Step 0: descriptors. Move every fd we need above 63 (close-on-exec) so that
     // placing stdio and the status channel at 0..3 cannot clobber one another.
     child_error_fd = move_high(config->error_fd);

@@ -110,6 +110,7 @@ public enum SandboxLauncher {
                         config.stderr_fd = request.standardError
                         config.status_fd = status.write
                         config.sync_fd = sync.read
+                        config.sync_write_fd = sync.write
                         config.error_fd = failure.write
                         config.uid = request.plan.user.uid
                         config.gid = request.plan.user.gid

@@ -90,31 +90,6 @@ extension SandboxSuite {
             #expect(inits.stdout.isEmpty)
         }
 
-        @Test("killing stockade with SIGKILL takes the sandbox down with it")
-        func supervisorKilled() throws {
-            let marker = "32\(Int.random(in: 1000...9999))"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Harness.binary)
-            process.arguments = ["run", "--", "/bin/sh", "-c", "setsid sleep \(marker) & sleep \(marker)"]
-            process.environment = ["PATH": "/usr/bin:/bin"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            var seen = false
-            for _ in 0..<100 where !seen {
-                usleep(50_000)
-                seen = !(try Harness.run(["/usr/bin/pgrep", "-f", "sleep \(marker)"], environment: [:]).stdout.isEmpty)
-            }
-            #expect(seen)
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            var left = "x"
-            for _ in 0..<40 where !left.isEmpty {
-                usleep(50_000)
-                left = try Harness.run(["/usr/bin/pgrep", "-f", "sleep \(marker)"], environment: [:]).stdout
-            }
-            #expect(left.isEmpty, "survivors: \(left)")
-        }
     }
 }
 

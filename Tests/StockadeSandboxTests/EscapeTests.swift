@@ -281,30 +281,3 @@ extension SandboxSuite {
         }
     }
 }
-
-extension SandboxSuite.Escape {
-    /// The caller's stdin may be a file of its own: reading it is granted, but reopening
-    /// it for writing through /proc/self/fd/0 must not be. Rootless, the sandbox user
-    /// is the file's owner, so only Landlock (the second fence) stands in the way.
-    @Test("a file given as stdin cannot be reopened for writing (Landlock)", .enabled(if: Harness.isRoot, "needs root to create and switch to an unprivileged test user"))
-    func stdinReopen() throws {
-        let user = try #require(Harness.unprivilegedUser, "could not create the unprivileged test user")
-        let workspace = "/tmp/stockade-landlock-ws-\(UUID().uuidString.prefix(8))"
-        let outside = "/tmp/stockade-landlock-out-\(UUID().uuidString.prefix(8))"
-        defer {
-            Harness.remove(workspace)
-            Harness.remove(outside)
-        }
-        for directory in [workspace, outside] {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        }
-        try Harness.write("original\n", to: outside + "/input.txt")
-        _ = try Harness.run(["/bin/chown", "-R", "\(user):\(user)", workspace, outside], environment: [:])
-        let out = try Harness.run(
-            ["/bin/sh", "-c", "exec /usr/bin/setpriv --reuid=\(user) --regid=\(user) --init-groups --reset-env -- \"$0\" run --workspace \(workspace) -- /bin/sh -c 'cat; echo pwned > /proc/self/fd/0' < \(outside)/input.txt", Harness.binary],
-            environment: ["PATH": "/usr/bin:/bin"]
-        )
-        #expect(out.stdout == "original\n", "\(out.stderr)")
-        #expect(try String(contentsOfFile: outside + "/input.txt", encoding: .utf8) == "original\n")
-    }
-}

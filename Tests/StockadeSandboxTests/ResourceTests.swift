@@ -14,14 +14,6 @@ extension SandboxSuite {
             #expect(out.stderr.contains("stockade: limit exceeded: processes (32)"))
         }
 
-        @Test("a memory bomb hits the memory limit")
-        func memoryBomb() throws {
-            let out = try Harness.stockade(["run", "--json", "--memory", "64M", "--", Harness.python, "-c", "b = []\nwhile True: b.append(bytearray(16 << 20))"])
-            #expect(Self.limit(out) == "memory", "\(out.stdout) \(out.stderr)")
-            #expect(out.status == 137)
-            #expect(out.stderr.contains("stockade: limit exceeded: memory (64 MiB)"))
-        }
-
         @Test("the wall-time limit ends a sleeping command")
         func wallTime() throws {
             let out = try Harness.stockade(["run", "--json", "--timeout", "1s", "--", "sleep", "60"])
@@ -45,7 +37,7 @@ extension SandboxSuite {
 
         @Test("an output flood hits the output limit")
         func outputFlood() throws {
-            let out = try Harness.stockade(["run", "--json", "--output", "1M", "--", "yes", "flood"])
+            let out = try Harness.stockade(["run", "--json", "--output", "1M", "--timeout", "30s", "--", "yes", "flood"])
             #expect(Self.limit(out) == "output")
             #expect(out.json["stdout_truncated"] as? Bool == true)
             #expect((out.json["stdout"] as? String)?.utf8.count ?? 0 <= 1 << 20)
@@ -53,7 +45,7 @@ extension SandboxSuite {
 
         @Test("streamed output stops at the output limit too")
         func outputFloodStreamed() throws {
-            let out = try Harness.stockade(["run", "--output", "100K", "--", "yes", "flood"])
+            let out = try Harness.stockade(["run", "--output", "100K", "--timeout", "30s", "--", "yes", "flood"])
             #expect(out.stdout.utf8.count <= 100 * 1024)
             #expect(out.stderr.contains("limit exceeded: output (100 KiB)"))
         }

@@ -100,6 +100,10 @@ struct stockade_spawn_config {
     int status_fd;
     /// Read end: the supervisor writes one byte once maps and cgroups are in place.
     int sync_fd;
+    /// The supervisor's write end of that pipe, which the child closes first: were the
+    /// child to keep its copy, a supervisor killed before the byte would leave the child
+    /// waiting forever instead of reading EOF.
+    int sync_write_fd;
     /// Write end (close-on-exec): a failed child writes a `stockade_child_error` here.
     /// EOF without data means exec succeeded.
     int error_fd;
