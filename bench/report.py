@@ -46,3 +46,9 @@ print("| runner | KiB |")
 print("|---|---:|")
 print(f"| stockade (supervisor) | {stockade_kib} |")
 print(f"| bubblewrap | {bwrap_kib} |")
+
+analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis.md")
+if os.path.exists(analysis):
+    print()
+    with open(analysis) as handle:
+        print(handle.read().rstrip())
