@@ -38,7 +38,11 @@ static void make_parents(const char *path) {
 
 static void make_directory(const char *path, unsigned int mode) {
     make_parents(path);
-    if (mkdir(path, mode) < 0 && errno != EEXIST) stockade_child_fail("create directory", path, errno);
+    if (mkdir(path, mode) < 0) {
+        if (errno == EEXIST) return; // already there (inside a read-only bind, perhaps)
+        stockade_child_fail("create directory", path, errno);
+    }
+    // mkdir applies the umask; the plan's mode is meant exactly.
     if (chmod(path, mode) < 0) stockade_child_fail("set the mode of", path, errno);
 }
 
@@ -88,13 +92,31 @@ static void bind(const struct stockade_mount_op *op, const char *target) {
         restrict_mount(target, attributes, 1);
         return;
     }
+    // The source was resolved (realpath) when the plan was made, so any symlink on
+    // its path now was planted since, by a concurrent sandbox, say, to redirect the
+    // bind to a host file: refuse it. openat2 also keeps the walk inside /oldroot.
     char source[PATH_MAX];
     join(source, OLDROOT, op->source);
+    struct stockade_open_how how = {
+        .flags = O_PATH | O_CLOEXEC,
+        .mode = 0,
+        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
+    };
+    int source_fd = (int)syscall(SYS_openat2, AT_FDCWD, source, &how, sizeof(how));
+    if (source_fd < 0) {
+        if (errno == ELOOP) stockade_child_fail("bind (a symlink appeared on its path since the plan was made)", op->source, errno);
+        stockade_child_fail("find bind source", op->source, errno);
+    }
     struct stat info;
-    if (stat(source, &info) < 0) stockade_child_fail("find bind source", op->source, errno);
+    if (fstat(source_fd, &info) < 0) stockade_child_fail("inspect bind source", op->source, errno);
     if (S_ISDIR(info.st_mode)) make_directory(target, 0755);
     else make_empty_file(target, 0444);
-    if (mount(source, target, NULL, MS_BIND | MS_REC, NULL) < 0) stockade_child_fail("bind mount", op->source, errno);
+    int tree = (int)syscall(SYS_open_tree, source_fd, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH);
+    if (tree < 0) stockade_child_fail("bind mount", op->source, errno);
+    if (syscall(SYS_move_mount, tree, "", AT_FDCWD, target, STOCKADE_MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        stockade_child_fail("bind mount", op->source, errno);
+    close(tree);
+    close(source_fd);
     restrict_mount(target, attributes, 1);
 }
 
@@ -122,8 +144,10 @@ static void tmpfs(const struct stockade_mount_op *op, const char *target, const 
 
 /// Opens `relative` below `base` (a sandbox path) as an O_PATH fd, resolved with
 /// openat2 beneath the base and without following any symlink, so that a link planted
-/// in the workspace cannot redirect a mount made there to a host file. Returns -1 when
-/// there is nothing to act on (gone, or a symlink now).
+/// in the workspace cannot redirect a mount made there to a host file. The plan holds
+/// no symlinks on these paths (the scanner resolves hidden symlinks to their targets),
+/// so one found now was planted since, by a concurrent sandbox: fail closed rather
+/// than leave a hidden file unmasked. Returns -1 only when the entry is gone.
 static int open_beneath(const char *base_path, const char *relative) {
     char base[PATH_MAX];
     join(base, NEWROOT, base_path);
@@ -137,7 +161,9 @@ static int open_beneath(const char *base_path, const char *relative) {
     int target_fd = (int)syscall(SYS_openat2, base_fd, relative, &how, sizeof(how));
     close(base_fd);
     if (target_fd < 0) {
-        if (errno == ENOENT || errno == ELOOP || errno == EXDEV) return -1;
+        if (errno == ENOENT) return -1;
+        if (errno == ELOOP || errno == EXDEV)
+            stockade_child_fail("hide or protect (the workspace changed while the sandbox started: a symlink appeared at)", relative, errno);
         stockade_child_fail("open", relative, errno);
     }
     struct stat info;

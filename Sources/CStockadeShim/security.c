@@ -31,10 +31,13 @@ void stockade_child_drop_privileges(const struct stockade_spawn_config *config) 
         stockade_child_fail("clear ambient capabilities", NULL, errno);
     // Supplementary groups inherited from the caller (root's group 0, say) would
     // still grant host group access; clear them where the namespace permits it.
-    if (config->privileged && setgroups(0, NULL) < 0) stockade_child_fail("clear supplementary groups", NULL, errno);
+    // Raw system calls, not glibc's wrappers: in a process that had other threads
+    // glibc broadcasts set*id to them (__nptl_setxid) and takes locks that a thread of
+    // the supervisor may have held at clone time; the child would hang.
+    if (config->privileged && syscall(SYS_setgroups, 0, NULL) < 0) stockade_child_fail("clear supplementary groups", NULL, errno);
     // gid before uid: after setresuid we could no longer change the gid.
-    if (setresgid(config->gid, config->gid, config->gid) < 0) stockade_child_fail("switch to the sandbox group", NULL, errno);
-    if (setresuid(config->uid, config->uid, config->uid) < 0) stockade_child_fail("switch to the sandbox user", NULL, errno);
+    if (syscall(SYS_setresgid, config->gid, config->gid, config->gid) < 0) stockade_child_fail("switch to the sandbox group", NULL, errno);
+    if (syscall(SYS_setresuid, config->uid, config->uid, config->uid) < 0) stockade_child_fail("switch to the sandbox user", NULL, errno);
     // Clear every capability explicitly: the uid change does not do it when we came
     // from an unmapped (host root) uid, and the program must not be root-with-caps
     // inside its namespace.

@@ -82,13 +82,14 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
 
     // Signals: the supervisor blocks the ones it forwards; nothing of that may reach
     // the sandbox, so start from an empty mask and default dispositions.
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
+    // Dispositions first, then the mask, so no handler of the supervisor's can run here.
     for (int s = 1; s < NSIG; s++) {
         if (s == SIGKILL || s == SIGSTOP) continue;
         signal(s, SIG_DFL);
     }
+    sigset_t empty;
+    sigemptyset(&empty);
+    sigprocmask(SIG_SETMASK, &empty, NULL);
 
     // Step 1: wait until the supervisor has written our uid/gid maps and moved us into
     // our cgroups. EOF means it gave up (or died): leave quietly.
@@ -102,7 +103,8 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
 
     // Root mode: become the namespace's root (an unprivileged id on the host), so
     // that the files of the set-up have an owner the namespace can represent.
-    if (config->privileged && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+    // (Raw system calls: see stockade_child_drop_privileges.)
+    if (config->privileged && (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0))
         stockade_child_fail("switch to the namespace's root for the set-up", NULL, errno);
 
     // Step 2: the cgroup namespace, only now that we sit in our own cgroups, so that

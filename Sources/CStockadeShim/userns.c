@@ -62,8 +62,19 @@ int stockade_idmap_userns(unsigned int inside_uid, unsigned int outside_uid, uns
 }
 
 int stockade_idmapped_tree(const char *path, int userns_fd, int read_only) {
-    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, path, STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | O_CLOEXEC);
-    if (tree < 0) return -errno;
+    // The path was resolved when the plan was made: a symlink on it now is an attack
+    // (a concurrent sandbox redirecting the workspace), so none is followed.
+    struct stockade_open_how how = {
+        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+        .mode = 0,
+        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
+    };
+    int directory = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (directory < 0) return -errno;
+    int tree = (int)syscall(SYS_open_tree, directory, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH | O_CLOEXEC);
+    int saved = errno;
+    close(directory);
+    if (tree < 0) return -saved;
     struct stockade_mount_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.attr_set = STOCKADE_MOUNT_ATTR_IDMAP | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;

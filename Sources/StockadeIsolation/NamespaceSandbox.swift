@@ -99,8 +99,8 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
                 kill()
                 throw StockadeError(.internalError, "failed to wait for the sandbox: poll: \(errnoText(errno))")
             }
-            if fds[1].revents != 0 { relay(&stdout, isError: false, buffer: &buffer) }
-            if fds[2].revents != 0 { relay(&stderr, isError: true, buffer: &buffer) }
+            if fds[1].revents != 0 { relay(&stdout, isError: false, buffer: &buffer, otherTotal: stderr.total) }
+            if fds[2].revents != 0 { relay(&stderr, isError: true, buffer: &buffer, otherTotal: stdout.total) }
             if fds[0].revents != 0 { initExited = true }
             if fds[3].revents != 0 {
                 let number = stockade_signalfd_read(signals)
@@ -184,7 +184,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         var relayBroken = false
     }
 
-    private func relay(_ stream: inout StreamState, isError: Bool, buffer: inout [UInt8]) {
+    private func relay(_ stream: inout StreamState, isError: Bool, buffer: inout [UInt8], otherTotal: UInt64) {
         let count = buffer.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EINTR || errno == EAGAIN { return }
@@ -197,7 +197,9 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         }
         var allowed = count
         if let limit = plan.limits.outputBytes {
-            let remaining = limit > stream.total ? limit - stream.total : 0
+            // The limit covers stdout and stderr together.
+            let used = stream.total + otherTotal
+            let remaining = limit > used ? limit - used : 0
             allowed = Int(min(UInt64(count), remaining))
         }
         stream.total += UInt64(count)

@@ -57,16 +57,19 @@ public enum PlanCompiler {
         }
         let user = SandboxUser()
         let workspace = try workspaceGrant(request)
-        try validateReadOnlyPaths(request.policy.readOnlyPaths)
-        var mounts = systemView(user: user, readOnlyPaths: request.policy.readOnlyPaths)
+        let readOnlyPaths = try resolveReadOnlyPaths(request.policy.readOnlyPaths)
+        var mounts = systemView(user: user, readOnlyPaths: readOnlyPaths)
         mounts.append(.bind(source: workspace.hostPath, path: workspace.sandboxPath, readOnly: workspace.readOnly))
         for entry in workspace.hiddenEntries {
             mounts.append(.mask(base: workspace.sandboxPath, relativePath: entry))
         }
         // A policy kept inside a writable workspace must not be rewritable by the
-        // command it constrains (the next run would load the loosened policy).
-        if let relative = policyInsideWorkspace(request.policy, workspace: workspace), !workspace.readOnly {
-            mounts.append(.readOnlyBeneath(base: workspace.sandboxPath, relativePath: relative))
+        // command it constrains (the next run would load the loosened policy). The
+        // whole top-level entry that holds it is made read-only: protecting only the
+        // file would let the command rename its directory and put another in its place.
+        if let relative = policyInsideWorkspace(request.policy, workspace: workspace), !workspace.readOnly,
+           let topLevel = relative.split(separator: "/").first {
+            mounts.append(.readOnlyBeneath(base: workspace.sandboxPath, relativePath: String(topLevel)))
         }
         let limits = resolveLimits(request)
         mounts = mounts.map { operation in
@@ -93,17 +96,23 @@ public enum PlanCompiler {
         )
     }
 
-    /// Host paths a policy may not grant: the whole root, and the kernel's and the
-    /// host's devices, processes and sockets, which would undo the sandbox.
-    static func validateReadOnlyPaths(_ paths: [String]) throws {
-        for path in paths {
-            let forbidden = ["/proc", "/sys", "/dev", "/run", "/var/run"]
-            if path == "/" || forbidden.contains(where: { path == $0 || path.hasPrefix($0 + "/") }) {
-                throw StockadeError(.invalidPolicy, "failed to grant read_only path \(path): it would expose the host's root, processes, devices or sockets. Grant a narrower directory")
-            }
-            guard FileManager.default.fileExists(atPath: path) else {
+    /// Resolves a policy's read_only paths (symlinks included) and refuses those that
+    /// would expose the host's root, processes, devices or sockets: checked on the
+    /// resolved path, since a symlink (one a sandbox planted in its workspace, say)
+    /// could otherwise lead a harmless-looking path to /run. Returns (host path,
+    /// sandbox path) pairs: the resolved path is bound at the path the policy named.
+    static func resolveReadOnlyPaths(_ paths: [String]) throws -> [(source: String, path: String)] {
+        let forbidden = ["/proc", "/sys", "/dev", "/run", "/var/run"]
+        return try paths.map { path in
+            guard let resolved = realpath(path, nil) else {
                 throw StockadeError(.invalidPolicy, "failed to grant read_only path \(path): it does not exist on this host. Remove it from the policy or create it")
             }
+            let source = String(cString: resolved)
+            free(resolved)
+            for candidate in [path, source] where candidate == "/" || forbidden.contains(where: { candidate == $0 || candidate.hasPrefix($0 + "/") }) {
+                throw StockadeError(.invalidPolicy, "failed to grant read_only path \(path)\(source == path ? "" : " (\(source))"): it would expose the host's root, processes, devices or sockets. Grant a narrower directory")
+            }
+            return (source, path)
         }
     }
 
@@ -137,8 +146,8 @@ public enum PlanCompiler {
 
     /// The read-only system view. Host paths that are symlinks (merged /usr) are
     /// recreated as the same symlinks; missing ones are left out.
-    static func systemView(user: SandboxUser, readOnlyPaths: [String]) -> [MountOperation] {
-        var mounts: [MountOperation] = [.bind(source: "/usr", path: "/usr", readOnly: true)]
+    static func systemView(user: SandboxUser, readOnlyPaths: [(source: String, path: String)]) -> [MountOperation] {
+        var mounts: [MountOperation] = [.bind(source: resolved("/usr") ?? "/usr", path: "/usr", readOnly: true)]
         for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
             if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: top) {
                 mounts.append(.symlink(target: target, path: top))
@@ -175,8 +184,8 @@ public enum PlanCompiler {
             .symlink(target: "/tmp", path: "/var/tmp"),
             .tmpfs(path: user.home, sizeBytes: 64 << 20, inodes: 8192, mode: 0o700, ownedBySandboxUser: true),
         ]
-        for path in readOnlyPaths {
-            mounts.append(.bind(source: path, path: path, readOnly: true))
+        for grant in readOnlyPaths {
+            mounts.append(.bind(source: grant.source, path: grant.path, readOnly: true))
         }
         return mounts
     }
@@ -205,8 +214,9 @@ public enum PlanCompiler {
         // Host files that hold no secrets and that programs need: the dynamic linker
         // cache, Debian's alternatives links, CA certificates, TLS defaults, time zone.
         for path in ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives", "/etc/ssl/certs",
-                     "/etc/ssl/openssl.cnf", "/etc/pki/tls/certs", "/etc/ca-certificates.conf"] where FileManager.default.fileExists(atPath: path) {
-            mounts.append(.bind(source: path, path: path, readOnly: true))
+                     "/etc/ssl/openssl.cnf", "/etc/pki/tls/certs", "/etc/ca-certificates.conf"] {
+            // Bind sources are resolved now; the child refuses any symlink on them later.
+            if let source = resolved(path) { mounts.append(.bind(source: source, path: path, readOnly: true)) }
         }
         if let zone = try? FileManager.default.destinationOfSymbolicLink(atPath: "/etc/localtime") {
             mounts.append(.symlink(target: zone, path: "/etc/localtime"))
@@ -286,6 +296,13 @@ public enum PlanCompiler {
             }
         }
         return workspace.sandboxPath
+    }
+
+    /// The path with every symlink resolved, or nil when it does not exist.
+    static func resolved(_ path: String) -> String? {
+        guard let result = realpath(path, nil) else { return nil }
+        defer { free(result) }
+        return String(cString: result)
     }
 
     static func isDirectory(_ path: String) -> Bool {

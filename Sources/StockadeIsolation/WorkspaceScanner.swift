@@ -1,8 +1,10 @@
 import Foundation
 import StockadePolicy
 
-/// Finds the workspace entries that hidden globs match, without following symlinks
-/// (a symlink's target is either hidden itself or outside the grant). It runs on every
+/// Finds the workspace entries that hidden globs match, without following symlinks.
+/// A matching symlink contributes its target instead, when that lies in the workspace
+/// (`.env -> config/prod.env` hides config/prod.env); a target outside is not visible
+/// in the sandbox anyway. The result holds no path through a symlink. It runs on every
 /// start, so it works on raw directory entries and extends each parent's components by
 /// one name instead of re-splitting paths.
 enum WorkspaceScanner {
@@ -35,12 +37,25 @@ enum WorkspaceScanner {
                 var components = directory.components
                 components.append(Array(name.unicodeScalars))
                 if globs.matches(components: components, isDirectory: isDirectory) {
-                    found.append(relative)
+                    if type == UInt8(DT_LNK) {
+                        if let target = resolvedInside(root: root, relative: relative) { found.append(target) }
+                    } else {
+                        found.append(relative)
+                    }
                 } else if isDirectory {
                     pending.append(Pending(relative: relative, components: components))
                 }
             }
         }
-        return found.sorted()
+        return Array(Set(found)).sorted()
+    }
+
+    /// The workspace-relative path a symlink resolves to, when it lies strictly inside.
+    private static func resolvedInside(root: String, relative: String) -> String? {
+        guard let resolved = realpath(root + "/" + relative, nil) else { return nil }
+        defer { free(resolved) }
+        let path = String(cString: resolved)
+        guard path.hasPrefix(root + "/") else { return nil }
+        return String(path.dropFirst(root.count + 1))
     }
 }

@@ -58,19 +58,31 @@ public enum PolicyLoader {
                 .invalidArgument, "failed to read policy file '\(path.printableForMessages)': \(why). Check the path",
                 cause: cause)
         }
-        var isDirectory: ObjCBool = false
-        guard !path.isEmpty, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw failure("no such file")
+        guard !path.isEmpty else { throw failure("no such file") }
+        // O_NONBLOCK and a regular-file check before reading: a FIFO or a device put
+        // where the policy should be (by a sandbox writing its workspace, say) must not
+        // hang stockade or feed it endless input.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let error = errno
+            if error == ENOENT || error == ENOTDIR { throw failure("no such file") }
+            throw failure("it cannot be read (\(String(cString: strerror(error))); is it readable by this user?)")
         }
-        guard !isDirectory.boolValue else { throw failure("it is a directory, not a file") }
-        let data: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-            defer { try? handle.close() }
-            data = try handle.read(upToCount: maximumFileSize + 1) ?? Data()
-        } catch {
-            throw failure("it cannot be read (is it readable by this user?)", cause: error)
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw failure("it cannot be inspected") }
+        guard (info.st_mode & S_IFMT) != S_IFDIR else { throw failure("it is a directory, not a file") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw failure("it is not a regular file") }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while bytes.count <= maximumFileSize {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 { throw failure("it cannot be read (\(String(cString: strerror(errno))))") }
+            if count == 0 { break }
+            bytes.append(contentsOf: buffer[0..<count])
         }
+        let data = Data(bytes)
         guard data.count <= maximumFileSize else {
             throw failure("it is larger than \(Quantity.formatBytes(UInt64(maximumFileSize))), too large for a policy")
         }

@@ -174,7 +174,7 @@ public final class SandboxCgroup: Sendable {
             for made in cleanup { try? CgroupFS.removeDirectory(made) }
             let hint =
                 error == .noSuchFileOrDirectory
-                ? "The controller is not enabled for this cgroup; check `stockade doctor`."
+                ? "The controller is not enabled for this cgroup; enable it in the parent's cgroup.subtree_control."
                 : "Check the value and the kernel log."
             throw StockadeError(
                 .hostFacility,

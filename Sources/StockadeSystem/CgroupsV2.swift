@@ -65,7 +65,7 @@ extension SandboxCgroup {
                         error == .resourceBusy
                         ? "The cgroup holds processes, and cgroup v2 passes controllers on only from a cgroup without "
                             + "any. Run stockade in a cgroup of its own (for example under systemd-run -p Delegate=yes)."
-                        : "Check `stockade doctor`."
+                        : "Check that the memory and pids controllers are enabled for it."
                     throw StockadeError(
                         .hostFacility,
                         "failed to enable the \(controller.name) controller in \(directory)/cgroup.subtree_control: "

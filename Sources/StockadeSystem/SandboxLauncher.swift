@@ -174,7 +174,7 @@ public enum SandboxLauncher {
         case EPERM, EACCES, ENOSPC:
             return "User namespaces may be disabled on this host: check the sysctls user.max_user_namespaces and kernel.unprivileged_userns_clone, or AppArmor's restrict_unprivileged_userns"
         default:
-            return "Run `stockade doctor` to see what this host supports"
+            return "Check that this kernel offers user, mount, PID and network namespaces to this user"
         }
     }
 
@@ -182,7 +182,7 @@ public enum SandboxLauncher {
         switch error {
         case ENOENT: return "A path the plan needs does not exist on this host; check --workspace and the policy's read_only paths"
         case EACCES, EPERM: return "The sandbox user may not reach that path; check its permissions (rootless mode maps only your own user)"
-        default: return "Run `stockade doctor` to see what this host supports"
+        default: return "Check that this kernel (Linux 5.12 or later) allows the step for this user; run with --dry-run to see the plan"
         }
     }
 

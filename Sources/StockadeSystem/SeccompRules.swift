@@ -82,6 +82,14 @@ enum SeccompRules {
     }
 
     static let defaultProfile: [SeccompRule.Group] = [
+        // Set-user-ID and set-group-ID files. nosuid makes them inert inside, but the
+        // workspace is shared with the host: as root the sandbox's files are stored as
+        // the workspace owner (root, often), so `chmod u+s` on a copied shell would plant
+        // a set-uid-root program for the host; rootless, one that runs as the caller for
+        // any other local user. The mode argument of every call that sets one is checked
+        // (low 32 bits: mode_t is an unsigned int); openat2 hides its mode in a struct
+        // seccomp cannot read, so it answers ENOSYS and callers fall back to openat.
+        .init(blocks: "planting set-uid and set-gid files on the host", rules: setIDRules),
         // Re-arranging the file-system view: remounting a read-only bind writable, lifting
         // a mask off a hidden file, pivoting or chrooting out of the sandbox root, or
         // attaching a detached tree of the host. The mount namespace and the missing
@@ -224,6 +232,19 @@ enum SeccompRules {
         let partialFlags: [UInt32] = [allFreeBitsSet, allFreeBitsSet | 0x0008, allFreeBitsSet | 0x0002_0000]
         return bitTransitions + partialFlags.map { SeccompRule.deny("personality", when: low32(0, equals: $0)) }
     }()
+
+    /// (system call, index of its mode argument)
+    static let modeArguments: [(syscall: String, argument: UInt32)] = [
+        ("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("creat", 1), ("open", 2), ("openat", 3),
+        ("mknod", 1), ("mknodat", 2),
+    ]
+
+    static let setIDRules: [SeccompRule] =
+        modeArguments.flatMap { call in
+            [0o4000, 0o2000].map { bit -> SeccompRule in
+                .deny(call.syscall, when: SeccompRule.Condition(argument: call.argument, test: .maskedEqual(mask: bit, value: bit)))
+            }
+        } + [.deny("openat2", with: ENOSYS)]
 
     // CVE-2017-5226 (bubblewrap): TIOCSTI pushes characters into the input queue of the
     // terminal the sandbox inherited, and the shell outside runs them once the sandbox

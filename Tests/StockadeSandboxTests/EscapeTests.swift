@@ -281,3 +281,24 @@ extension SandboxSuite {
         }
     }
 }
+
+extension SandboxSuite.Escape {
+    /// As root the sandbox's workspace files are stored as the workspace owner (root
+    /// here): a set-uid copy of a shell would be a root shell for any host user.
+    @Test("no set-uid or set-gid file can be planted in the workspace")
+    func setIDFiles() throws {
+        let workspace = try Harness.temporaryDirectory()
+        defer { Harness.remove(workspace) }
+        _ = try Harness.sandboxed("""
+            cp /usr/bin/id suid; chmod 4755 suid; chmod u+s suid; chmod 2755 suid
+            python3 -c "import os; os.close(os.open('created', os.O_CREAT | os.O_WRONLY, 0o6755))"
+            python3 -c "import os; os.mknod('node', 0o104755)"
+            true
+            """, in: workspace)
+        for name in ["suid", "created", "node"] {
+            var info = stat()
+            guard lstat(workspace + "/" + name, &info) == 0 else { continue }
+            #expect(info.st_mode & (S_ISUID | S_ISGID) == 0, "\(name) has mode \(String(info.st_mode, radix: 8))")
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+/// Attacks found in review: symlinks that redirect grants, a policy's directory swapped
+/// under it, a FIFO in place of a policy, a hidden name that is a symlink, the output
+/// limit split over two streams.
+extension SandboxSuite.BadInput {
+    @Test("a read_only path that resolves to /run through a symlink is refused")
+    func readOnlySymlinkToRun() throws {
+        let directory = try Harness.temporaryDirectory("policy")
+        defer { Harness.remove(directory) }
+        try FileManager.default.createSymbolicLink(atPath: directory + "/innocent", withDestinationPath: "/run")
+        try Harness.write("version: 1\nfilesystem:\n  read_only: [\(directory)/innocent]\n", to: directory + "/policy.yaml")
+        let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "true"])
+        #expect(out.status == 125)
+        #expect(out.stderr.contains("(/run)"), "\(out.stderr)")
+    }
+
+    @Test("the policy's own directory in the workspace cannot be swapped for another")
+    func policyDirectorySwap() throws {
+        let workspace = try Harness.temporaryDirectory()
+        defer { Harness.remove(workspace) }
+        try Harness.write("version: 1\nlimits: {pids: 16}\n", to: workspace + "/.stockade/policy.yaml")
+        _ = try Harness.stockade(["run", "--policy", workspace + "/.stockade/policy.yaml", "--workspace", workspace, "--", "/bin/sh", "-c",
+                                  "mv .stockade .old 2>/dev/null; mkdir -p .stockade 2>/dev/null; echo 'version: 1' > .stockade/policy.yaml 2>/dev/null; true"])
+        #expect(try String(contentsOfFile: workspace + "/.stockade/policy.yaml", encoding: .utf8).contains("pids: 16"))
+        #expect(!FileManager.default.fileExists(atPath: workspace + "/.old"))
+    }
+
+    @Test("a FIFO where the policy should be is refused at once, not waited on")
+    func policyFIFO() throws {
+        let directory = try Harness.temporaryDirectory("policy")
+        defer { Harness.remove(directory) }
+        #expect(mkfifo(directory + "/policy.yaml", 0o644) == 0)
+        let out = try Harness.run(["/usr/bin/timeout", "10", Harness.binary, "run", "--policy", directory + "/policy.yaml", "--", "true"], environment: [:])
+        #expect(out.status == 125, "\(out.stderr)")
+        #expect(out.stderr.contains("not a regular file"))
+    }
+
+    @Test("the example policy of docs/policy.md runs")
+    func documentedExample() throws {
+        let workspace = try Harness.temporaryDirectory()
+        defer { Harness.remove(workspace) }
+        try Harness.write("""
+            version: 1
+            filesystem:
+              workspace: {path: ., mode: rw}
+              read_only: [/usr/share/zoneinfo]
+              hidden: ["*.sqlite", "secrets/**"]
+            environment:
+              set: {LOG_LEVEL: debug, PORT: "8080"}
+            limits: {wall: 30s, cpu: 10s, memory: 512MiB, pids: 64, open_files: 256, file_size: 100MiB, output: 1MiB}
+            network: none
+            """, to: workspace + "/policy.yaml")
+        let out = try Harness.stockade(["run", "--policy", workspace + "/policy.yaml", "--", "/bin/sh", "-c", "echo $LOG_LEVEL"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == "debug\n")
+    }
+}
+
+extension SandboxSuite.Secrets {
+    @Test("a hidden name that is a symlink hides the file it points to")
+    func hiddenSymlink() throws {
+        let workspace = try Harness.temporaryDirectory()
+        defer { Harness.remove(workspace) }
+        try Harness.write(Self.secret, to: workspace + "/conf/prod")
+        try FileManager.default.createSymbolicLink(atPath: workspace + "/.env", withDestinationPath: "conf/prod")
+        let out = try Harness.sandboxed("cat .env conf/prod 2>/dev/null; echo end", in: workspace)
+        #expect(out.stdout == "end\n", "\(out.stdout)")
+    }
+}
+
+extension SandboxSuite.Resources {
+    @Test("the output limit counts stdout and stderr together")
+    func outputLimitBothStreams() throws {
+        let out = try Harness.stockade(["run", "--json", "--output", "1M", "--timeout", "30s", "--", "/bin/sh", "-c", "yes out & yes err >&2"])
+        #expect(Self.limit(out) == "output")
+        let total = (out.json["stdout"] as? String ?? "").utf8.count + (out.json["stderr"] as? String ?? "").utf8.count
+        #expect(total <= 1 << 20, "relayed \(total) bytes")
+    }
+}
