@@ -68,13 +68,27 @@ public struct NamespaceBackend: IsolationBackend {
         let stdoutPipe = try pipe()
         let stderrPipe = try pipe()
         childEnds += [stdoutPipe.write, stderrPipe.write]
-        let standardInput: Int32
+        // Standard input. Pipes and sockets pass as they are. A terminal never does: it
+        // is how TIOCSTI injection and reads of the user's keystrokes happen. Anything
+        // else (a file, a directory, a device) is pumped through a pipe by the
+        // supervisor: the sandbox must not hold the descriptor itself, since
+        // /proc/self/fd/0 would reopen the host file for writing, and a directory fd is
+        // a way out of the root (CVE-2024-21626).
+        var standardInput: Int32 = -1
+        var pump: InputPump?
         switch input {
         case .descriptor(let fd) where isatty(fd) == 0:
-            standardInput = fd
+            var info = stat()
+            let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
+            if kind == S_IFIFO || kind == S_IFSOCK {
+                standardInput = fd
+            } else {
+                let stdinPipe = try pipe()
+                childEnds.append(stdinPipe.read)
+                standardInput = stdinPipe.read
+                pump = InputPump(source: fd, pipe: stdinPipe.write)
+            }
         case .none, .descriptor:
-            // Never the caller's terminal: a terminal fd is how TIOCSTI injection and
-            // reads of the user's keystrokes happen.
             standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
             childEnds.append(standardInput)
         }
@@ -91,12 +105,13 @@ public struct NamespaceBackend: IsolationBackend {
         } catch {
             close(stdoutPipe.read)
             close(stderrPipe.read)
+            pump?.close()
             cgroup?.destroy()
             throw error
         }
         return NamespaceSandbox(
             plan: plan, launched: launched, cgroup: cgroup, stdoutFD: stdoutPipe.read, stderrFD: stderrPipe.read,
-            output: output, started: started, degraded: degraded, forwardSignals: forwardSignals
+            output: output, input: pump, started: started, degraded: degraded, forwardSignals: forwardSignals
         )
     }
 

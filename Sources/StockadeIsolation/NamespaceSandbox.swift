@@ -15,6 +15,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
     private let started: UInt64
     private let degraded: [String]
     private let forwardSignals: Bool
+    private var input: InputPump?
     private let state = Mutex<State>(State())
 
     private struct State {
@@ -27,8 +28,9 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
 
     init(
         plan: SandboxPlan, launched: LaunchedSandbox, cgroup: SandboxCgroup?, stdoutFD: Int32, stderrFD: Int32,
-        output: OutputHandling, started: UInt64, degraded: [String], forwardSignals: Bool
+        output: OutputHandling, input: InputPump?, started: UInt64, degraded: [String], forwardSignals: Bool
     ) {
+        self.input = input
         self.plan = plan
         self.launched = launched
         self.cgroup = cgroup
@@ -65,6 +67,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             throw StockadeError(.invalidArgument, "failed to wait for the sandbox: it was already waited for")
         }
         defer {
+            input?.close()
             close(stdoutFD)
             close(stderrFD)
             close(launched.statusFD)
@@ -93,15 +96,20 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
                 pollfd(fd: stdout.closed ? -1 : stdoutFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: stderr.closed ? -1 : stderrFD, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: input?.pipe ?? -1, events: Int16(POLLOUT), revents: 0),
             ]
             let ready = poll(&fds, nfds_t(fds.count), timeout)
             if ready < 0 && errno != EINTR {
                 kill()
                 throw StockadeError(.internalError, "failed to wait for the sandbox: poll: \(errnoText(errno))")
             }
-            if fds[1].revents != 0 { relay(&stdout, isError: false, buffer: &buffer, otherTotal: stderr.total) }
-            if fds[2].revents != 0 { relay(&stderr, isError: true, buffer: &buffer, otherTotal: stdout.total) }
+            if fds[1].revents != 0 { relay(&stdout, isError: false, buffer: &buffer, otherTotal: stderr.total, deadline: deadline) }
+            if fds[2].revents != 0 { relay(&stderr, isError: true, buffer: &buffer, otherTotal: stdout.total, deadline: deadline) }
             if fds[0].revents != 0 { initExited = true }
+            if fds[4].revents != 0, let pump = input, !pump.feed() {
+                pump.close()
+                input = nil
+            }
             if fds[3].revents != 0 {
                 let number = stockade_signalfd_read(signals)
                 if number > 0 {
@@ -184,7 +192,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         var relayBroken = false
     }
 
-    private func relay(_ stream: inout StreamState, isError: Bool, buffer: inout [UInt8], otherTotal: UInt64) {
+    private func relay(_ stream: inout StreamState, isError: Bool, buffer: inout [UInt8], otherTotal: UInt64, deadline: UInt64?) {
         let count = buffer.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
         if count < 0 {
             if errno == EINTR || errno == EAGAIN { return }
@@ -215,7 +223,20 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             let target = isError ? standardError : standardOutput
             var offset = 0
             while offset < allowed {
-                let written = buffer.withUnsafeBytes { write(target, $0.baseAddress! + offset, allowed - offset) }
+                // A reader that stops reading must not suspend the limits: wait for room
+                // only until the wall deadline, then write at most PIPE_BUF bytes, which
+                // a pipe with room takes without blocking.
+                var waitFor = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
+                let timeout = deadline.map { Int32(clamping: $0 > Clock.now() ? $0 - Clock.now() : 0) } ?? -1
+                let ready = poll(&waitFor, 1, timeout)
+                if ready < 0 && errno == EINTR { continue }
+                if ready == 0 {
+                    end(for: .wall)
+                    stream.relayBroken = true
+                    break
+                }
+                let chunk = min(allowed - offset, 4096)
+                let written = buffer.withUnsafeBytes { write(target, $0.baseAddress! + offset, chunk) }
                 if written < 0 && errno == EINTR { continue }
                 if written <= 0 {
                     // The reader went away: keep draining so the sandbox is not blocked.

@@ -79,3 +79,29 @@ extension SandboxSuite.Resources {
         #expect(total <= 1 << 20, "relayed \(total) bytes")
     }
 }
+
+extension SandboxSuite.Resources {
+    @Test("a reader that stops reading stockade's output does not suspend the wall limit")
+    func stalledReader() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["run", "--timeout", "1s", "--", "yes"]
+        process.environment = ["PATH": "/usr/bin:/bin"]
+        let never = Pipe()  // nobody reads this
+        let errors = Pipe()
+        process.standardOutput = never
+        process.standardError = errors
+        try process.run()
+        var waited = 0
+        while process.isRunning && waited < 150 {
+            usleep(100_000)
+            waited += 1
+        }
+        let stuck = process.isRunning
+        if stuck { process.terminate() }
+        process.waitUntilExit()
+        #expect(!stuck, "stockade still ran after 15 s with a 1 s limit")
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(message.contains("limit exceeded: wall time (1s)"), "\(message)")
+    }
+}

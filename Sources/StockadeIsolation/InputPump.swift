@@ -1,0 +1,48 @@
+import Foundation
+
+/// Copies a host descriptor (a file, say) into the pipe that is the sandbox's standard
+/// input, so that the sandbox reads the data without holding the descriptor itself.
+/// The pipe end is non-blocking; `feed()` moves what fits and never waits.
+final class InputPump {
+    let source: Int32
+    let pipe: Int32
+    private var pending: [UInt8] = []
+    private var offset = 0
+
+    init(source: Int32, pipe: Int32) {
+        self.source = source
+        self.pipe = pipe
+        let flags = fcntl(pipe, F_GETFL)
+        _ = fcntl(pipe, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    /// Moves data while the pipe takes it. Returns false when the pump is finished (the
+    /// source ended and everything was written, or the sandbox closed its end).
+    func feed() -> Bool {
+        while true {
+            if offset == pending.count {
+                pending = [UInt8](repeating: 0, count: 65536)
+                let count = pending.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { pending = []; offset = 0; continue }
+                if count <= 0 {
+                    // End of file, or unreadable (a directory): the sandbox reads EOF.
+                    pending = []
+                    offset = 0
+                    return false
+                }
+                pending.removeSubrange(count...)
+                offset = 0
+            }
+            let written = pending.withUnsafeBytes { write(pipe, $0.baseAddress! + offset, pending.count - offset) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return errno == EAGAIN
+            }
+            offset += written
+        }
+    }
+
+    func close() {
+        Glibc.close(pipe)
+    }
+}
