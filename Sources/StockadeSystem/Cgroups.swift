@@ -150,6 +150,27 @@ public final class SandboxCgroup: Sendable {
         }
     }
 
+    /// Removes groups that supervisors killed before their clean-up left behind:
+    /// "sandbox-<pid>-..." whose supervisor no longer exists and which hold no process
+    /// (their sandboxes died with the supervisor). Best effort; never throws.
+    static func sweepAbandoned(in parent: String) {
+        guard let handle = opendir(parent) else { return }
+        var abandoned: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            let parts = name.split(separator: "-")
+            guard parts.count >= 3, parts[0] == "sandbox", let pid = Int32(parts[1]), pid > 0 else { continue }
+            if kill(pid, 0) == 0 || errno == EPERM { continue }  // its supervisor still runs
+            abandoned.append(parent + "/" + name)
+        }
+        closedir(handle)
+        for directory in abandoned where (CgroupFS.read(directory + "/cgroup.procs") ?? "busy").isEmpty {
+            rmdir(directory)
+        }
+    }
+
     /// Makes the shared "stockade" parent if it is missing.
     static func makeParentDirectory(_ directory: String) throws {
         do {

@@ -26,6 +26,7 @@ extension SandboxCgroup {
                 // stockade (a CI job's memory cap, say) also bound its sandboxes.
                 let base = mountPoint + Self.ownV1Path(controller: controller, procSelfCgroup: own)
                 try makeParentDirectory(base + "/stockade")
+                sweepAbandoned(in: base + "/stockade")
                 let directory = base + "/stockade/" + name
                 try makeGroupDirectory(directory)
                 groups[mountPoint] = directory

@@ -12,6 +12,7 @@ extension SandboxCgroup {
     static func createV2(root: String, name: String, limits: CgroupLimits) throws -> SandboxCgroup {
         let parent = root + "/stockade"
         try makeParentDirectory(parent)
+        sweepAbandoned(in: parent)
         // A group can only use a controller its parent lists in cgroup.subtree_control,
         // so pass them down twice: root -> stockade -> the sandbox.
         try enableV2Controllers(in: root)

@@ -105,3 +105,34 @@ extension SandboxSuite.Resources {
         #expect(message.contains("limit exceeded: wall time (1s)"), "\(message)")
     }
 }
+
+extension SandboxSuite.Leftovers {
+    @Test("groups left by a killed supervisor are swept by the next run", .enabled(if: Harness.isRoot, "needs root for cgroups on this host"))
+    func abandonedCgroupsSwept() throws {
+        // A pid that no longer exists: a process that has exited and been reaped.
+        let gone = try Harness.run(["/bin/sh", "-c", "echo $$"], environment: [:]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let before = Set(Self.cgroupEntries())
+        // Where stockade puts its groups: "stockade" below this process's own group in
+        // each v1 hierarchy (stockade inherits it), or at the v2 root.
+        var parents: [String] = []
+        let own = try String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)
+        for line in own.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, let controller = ["memory", "pids"].first(where: { fields[1].split(separator: ",").contains(Substring($0)) }) else { continue }
+            parents.append("/sys/fs/cgroup/\(controller)\(fields[2] == "/" ? "" : String(fields[2]))/stockade")
+        }
+        try #require(!parents.isEmpty, "no v1 memory or pids hierarchy on this host")
+        var planted: [String] = []
+        for parent in parents where FileManager.default.fileExists(atPath: parent) {
+            let directory = parent + "/sandbox-\(gone)-12345"
+            if mkdir(directory, 0o755) == 0 { planted.append(directory) }
+        }
+        try #require(!planted.isEmpty)
+        _ = try Harness.sandboxed("true")
+        for directory in planted {
+            #expect(!FileManager.default.fileExists(atPath: directory), "\(directory) was not swept")
+            rmdir(directory)
+        }
+        #expect(Set(Self.cgroupEntries()).subtracting(before).isEmpty)
+    }
+}
