@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include "internal.h"
 
 #define NEWROOT "/newroot"
@@ -54,31 +53,14 @@ static void make_empty_file(const char *path, unsigned int mode) {
 }
 
 /// Sets mount attributes on `path` (and below it when `recursive`), only ever adding
-/// restrictions. mount_setattr (Linux 5.12) never clears flags the kernel locked when
-/// the mount came from a more privileged namespace; the fallback re-applies them from
-/// statvfs, since MS_REMOUNT without a locked flag fails with EPERM.
+/// restrictions. mount_setattr (Linux 5.12) never clears the flags the kernel locked
+/// when the mount came from a more privileged namespace, which MS_REMOUNT would try to.
 static void restrict_mount(const char *path, uint64_t attributes, int recursive) {
     struct stockade_mount_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.attr_set = attributes;
     unsigned int flags = recursive ? STOCKADE_AT_RECURSIVE : 0;
-    if (syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &attr, sizeof(attr)) == 0) return;
-    if (errno != ENOSYS) stockade_child_fail("restrict mount", path, errno);
-    struct statvfs info;
-    if (statvfs(path, &info) < 0) stockade_child_fail("inspect mount", path, errno);
-    unsigned long mount_flags = MS_BIND | MS_REMOUNT;
-    if (info.f_flag & ST_NOSUID) mount_flags |= MS_NOSUID;
-    if (info.f_flag & ST_NODEV) mount_flags |= MS_NODEV;
-    if (info.f_flag & ST_NOEXEC) mount_flags |= MS_NOEXEC;
-    if (info.f_flag & ST_RDONLY) mount_flags |= MS_RDONLY;
-    if (info.f_flag & ST_NOATIME) mount_flags |= MS_NOATIME;
-    if (info.f_flag & ST_NODIRATIME) mount_flags |= MS_NODIRATIME;
-    if (info.f_flag & ST_RELATIME) mount_flags |= MS_RELATIME;
-    if (attributes & STOCKADE_MOUNT_ATTR_RDONLY) mount_flags |= MS_RDONLY;
-    if (attributes & STOCKADE_MOUNT_ATTR_NOSUID) mount_flags |= MS_NOSUID;
-    if (attributes & STOCKADE_MOUNT_ATTR_NODEV) mount_flags |= MS_NODEV;
-    if (attributes & STOCKADE_MOUNT_ATTR_NOEXEC) mount_flags |= MS_NOEXEC;
-    if (mount(NULL, path, NULL, mount_flags, NULL) < 0) stockade_child_fail("remount", path, errno);
+    if (syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &attr, sizeof(attr)) < 0) stockade_child_fail("restrict mount", path, errno);
 }
 
 static void bind(const struct stockade_mount_op *op, const char *target) {

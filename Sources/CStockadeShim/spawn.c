@@ -125,13 +125,8 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     place_fd(stdout_fd, 1, "set up standard output");
     place_fd(stderr_fd, 2, "set up standard error");
     place_fd(status_fd, 3, "set up the status channel");
-    if (syscall(SYS_close_range, 4U, ~0U, STOCKADE_CLOSE_RANGE_CLOEXEC) < 0) {
-        // Kernels before 5.11: mark them one by one.
-        for (int fd = 4; fd < 65536; fd++) {
-            int flags = fcntl(fd, F_GETFD);
-            if (flags >= 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-        }
-    }
+    if (syscall(SYS_close_range, 4U, ~0U, STOCKADE_CLOSE_RANGE_CLOEXEC) < 0)
+        stockade_child_fail("mark inherited descriptors close-on-exec", NULL, errno);
 
     // Step 6: a new session, so the sandbox has no controlling terminal of the
     // caller's: TIOCSTI injection (CVE-2017-5226) fails even without the seccomp rule.
@@ -173,10 +168,6 @@ pid_t stockade_spawn(const struct stockade_spawn_config *config, int *pidfd) {
     args.exit_signal = SIGCHLD;
     // Like fork(): the child runs on a copy of this stack and returns here with 0.
     long pid = syscall(SYS_clone3, &args, sizeof(args));
-    if (pid < 0 && errno == ENOSYS) {
-        // Kernels before 5.3: clone with CLONE_PIDFD (the pidfd lands in parent_tid).
-        pid = syscall(SYS_clone, (unsigned long)(namespaces | CLONE_PIDFD | SIGCHLD), NULL, &fd, NULL, NULL);
-    }
     if (pid < 0) return -errno;
     if (pid == 0) child_main(config);
     *pidfd = fd;

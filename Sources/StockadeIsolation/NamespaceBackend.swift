@@ -54,20 +54,21 @@ public struct NamespaceBackend: IsolationBackend {
         )
         if cgroup == nil { degraded.append("cgroups") }
 
-        var childEnds: [Int32] = []
-        defer { childEnds.forEach { close($0) } }
+        // The sandbox's ends close when start returns (the child holds copies); ours
+        // are released to the sandbox object, or closed on every failure path.
+        var childEnds = PipeSet()
+        defer { childEnds.closeAll() }
+        var ourEnds = PipeSet()
+        defer { ourEnds.closeAll() }
+        var launchedSandbox = false
+        defer { if !launchedSandbox { cgroup?.destroy() } }
         func pipe() throws -> (read: Int32, write: Int32) {
-            var fds: [Int32] = [-1, -1]
-            let result = stockade_cloexec_pipe(&fds)
-            guard result == 0 else {
-                cgroup?.destroy()
-                throw StockadeError(.startFailed, "failed to create a pipe: \(errnoText(-result)). The process may be out of file descriptors")
-            }
-            return (fds[0], fds[1])
+            let made = try ourEnds.make()
+            childEnds.adopt(ourEnds.release(made.write))
+            return made
         }
         let stdoutPipe = try pipe()
         let stderrPipe = try pipe()
-        childEnds += [stdoutPipe.write, stderrPipe.write]
         // Standard input. Pipes and sockets pass as they are. A terminal never does: it
         // is how TIOCSTI injection and reads of the user's keystrokes happen. Anything
         // else (a file, a directory, a device) is pumped through a pipe by the
@@ -83,14 +84,15 @@ public struct NamespaceBackend: IsolationBackend {
             if kind == S_IFIFO || kind == S_IFSOCK {
                 standardInput = fd
             } else {
-                let stdinPipe = try pipe()
-                childEnds.append(stdinPipe.read)
-                standardInput = stdinPipe.read
-                pump = InputPump(source: fd, pipe: stdinPipe.write)
+                // Here the sandbox reads, and we write.
+                let made = try ourEnds.make()
+                childEnds.adopt(ourEnds.release(made.read))
+                standardInput = made.read
+                pump = InputPump(source: fd, pipe: ourEnds.release(made.write))
             }
         case .none, .descriptor:
             standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
-            childEnds.append(standardInput)
+            childEnds.adopt(standardInput)
         }
 
         let request = LaunchRequest(
@@ -103,12 +105,12 @@ public struct NamespaceBackend: IsolationBackend {
         do {
             launched = try SandboxLauncher.launch(request)
         } catch {
-            close(stdoutPipe.read)
-            close(stderrPipe.read)
             pump?.close()
-            cgroup?.destroy()
             throw error
         }
+        launchedSandbox = true
+        ourEnds.release(stdoutPipe.read)
+        ourEnds.release(stderrPipe.read)
         return NamespaceSandbox(
             plan: plan, launched: launched, cgroup: cgroup, stdoutFD: stdoutPipe.read, stderrFD: stderrPipe.read,
             output: output, input: pump, started: started, degraded: degraded, forwardSignals: forwardSignals

@@ -82,6 +82,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         if forwardSignals { signals = Self.signalDescriptor() }
         defer { if signals >= 0 { close(signals) } }
         var forwarded = 0
+        var pollFailure: Int32?
         var buffer = [UInt8](repeating: 0, count: 65536)
 
         while !(initExited && stdout.closed && stderr.closed) {
@@ -100,8 +101,10 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             ]
             let ready = poll(&fds, nfds_t(fds.count), timeout)
             if ready < 0 && errno != EINTR {
+                // Tear down as usual (reap, remove the cgroup), then report.
+                pollFailure = errno
                 kill()
-                throw StockadeError(.internalError, "failed to wait for the sandbox: poll: \(errnoText(errno))")
+                break
             }
             if fds[1].revents != 0 { relay(&stdout, isError: false, buffer: &buffer, otherTotal: stderr.total, deadline: deadline) }
             if fds[2].revents != 0 { relay(&stderr, isError: true, buffer: &buffer, otherTotal: stdout.total, deadline: deadline) }
@@ -138,6 +141,9 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             memoryHit = cgroup.memoryLimitHit()
             if cgroup.pidsLimitHit() { state.withLock { if $0.killedFor == nil { $0.killedFor = .pids } } }
             cgroup.destroy()
+        }
+        if let pollFailure {
+            throw StockadeError(.internalError, "failed to wait for the sandbox: poll: \(errnoText(pollFailure)). The sandbox was ended")
         }
 
         var result = RunResult(exitCode: 0, wallMilliseconds: wall, cpuMilliseconds: cpu, peakMemoryBytes: peak, degraded: degraded)

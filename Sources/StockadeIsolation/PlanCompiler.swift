@@ -58,7 +58,8 @@ public enum PlanCompiler {
         let user = SandboxUser()
         let workspace = try workspaceGrant(request)
         let readOnlyPaths = try resolveReadOnlyPaths(request.policy.readOnlyPaths)
-        var mounts = systemView(user: user, readOnlyPaths: readOnlyPaths)
+        let limits = resolveLimits(request)
+        var mounts = systemView(user: user, readOnlyPaths: readOnlyPaths, limits: limits)
         mounts.append(.bind(source: workspace.hostPath, path: workspace.sandboxPath, readOnly: workspace.readOnly))
         for entry in workspace.hiddenEntries {
             mounts.append(.mask(base: workspace.sandboxPath, relativePath: entry))
@@ -70,17 +71,6 @@ public enum PlanCompiler {
         if let relative = policyInsideWorkspace(request.policy, workspace: workspace), !workspace.readOnly,
            let topLevel = relative.split(separator: "/").first {
             mounts.append(.readOnlyBeneath(base: workspace.sandboxPath, relativePath: String(topLevel)))
-        }
-        let limits = resolveLimits(request)
-        mounts = mounts.map { operation in
-            switch operation {
-            case .tmpfs("/tmp", _, let inodes, let mode, let owned):
-                return .tmpfs(path: "/tmp", sizeBytes: limits.tmpBytes, inodes: inodes, mode: mode, ownedBySandboxUser: owned)
-            case .tmpfs("/dev/shm", _, let inodes, let mode, let owned):
-                return .tmpfs(path: "/dev/shm", sizeBytes: limits.shmBytes, inodes: inodes, mode: mode, ownedBySandboxUser: owned)
-            default:
-                return operation
-            }
         }
         return SandboxPlan(
             command: request.command,
@@ -146,7 +136,7 @@ public enum PlanCompiler {
 
     /// The read-only system view. Host paths that are symlinks (merged /usr) are
     /// recreated as the same symlinks; missing ones are left out.
-    static func systemView(user: SandboxUser, readOnlyPaths: [(source: String, path: String)]) -> [MountOperation] {
+    static func systemView(user: SandboxUser, readOnlyPaths: [(source: String, path: String)], limits: ResourceLimits) -> [MountOperation] {
         var mounts: [MountOperation] = [.bind(source: resolved("/usr") ?? "/usr", path: "/usr", readOnly: true)]
         for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
             if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: top) {
@@ -175,12 +165,12 @@ public enum PlanCompiler {
         mounts += [
             .devpts(path: "/dev/pts"),
             .symlink(target: "pts/ptmx", path: "/dev/ptmx"),
-            .tmpfs(path: "/dev/shm", sizeBytes: defaultLimits.shmBytes, inodes: 4096, mode: 0o1777, ownedBySandboxUser: false),
+            .tmpfs(path: "/dev/shm", sizeBytes: limits.shmBytes, inodes: 4096, mode: 0o1777, ownedBySandboxUser: false),
             .symlink(target: "/proc/self/fd", path: "/dev/fd"),
             .symlink(target: "/proc/self/fd/0", path: "/dev/stdin"),
             .symlink(target: "/proc/self/fd/1", path: "/dev/stdout"),
             .symlink(target: "/proc/self/fd/2", path: "/dev/stderr"),
-            .tmpfs(path: "/tmp", sizeBytes: defaultLimits.tmpBytes, inodes: 65536, mode: 0o1777, ownedBySandboxUser: false),
+            .tmpfs(path: "/tmp", sizeBytes: limits.tmpBytes, inodes: 65536, mode: 0o1777, ownedBySandboxUser: false),
             .symlink(target: "/tmp", path: "/var/tmp"),
             .tmpfs(path: user.home, sizeBytes: 64 << 20, inodes: 8192, mode: 0o700, ownedBySandboxUser: true),
         ]

@@ -77,9 +77,7 @@ public enum SandboxLauncher {
             stockade_landlock_rule(path: UnsafePointer(arena.string($0.path)), access: $0.access.rawValue)
         }
         let limits = request.resourceLimits.map { stockade_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
-        var initArguments = ["stockade-init", "--"] + request.plan.command
-        initArguments[0] = "stockade-init"
-        let argv = arena.stringArray(initArguments)
+        let argv = arena.stringArray(["stockade-init", "--"] + request.plan.command)
         let envp = arena.stringArray(request.plan.environment.map { "\($0.name)=\($0.value)" })
         let hostname = arena.string(request.plan.hostname)
         let workingDirectory = arena.string(request.plan.workingDirectory)
@@ -198,12 +196,13 @@ public enum SandboxLauncher {
     }
 }
 
-/// Pipes created close-on-exec, closed on every path out of the launcher unless
-/// released.
-struct PipeSet {
+/// Pipes created close-on-exec, closed by `closeAll()` (on every path out of a set-up)
+/// unless released first.
+public struct PipeSet {
+    public init() {}
     private var open: Set<Int32> = []
 
-    mutating func make() throws -> (read: Int32, write: Int32) {
+    public mutating func make() throws -> (read: Int32, write: Int32) {
         var fds: [Int32] = [-1, -1]
         let result = stockade_cloexec_pipe(&fds)
         guard result == 0 else {
@@ -214,16 +213,22 @@ struct PipeSet {
         return (fds[0], fds[1])
     }
 
-    mutating func close(_ fd: Int32) {
+    public mutating func close(_ fd: Int32) {
         if open.remove(fd) != nil { Glibc.close(fd) }
     }
 
-    mutating func release(_ fd: Int32) -> Int32 {
+    /// Takes `fd` (created elsewhere) into the set.
+    public mutating func adopt(_ fd: Int32) {
+        if fd >= 0 { open.insert(fd) }
+    }
+
+    @discardableResult
+    public mutating func release(_ fd: Int32) -> Int32 {
         open.remove(fd)
         return fd
     }
 
-    mutating func closeAll() {
+    public mutating func closeAll() {
         for fd in open { Glibc.close(fd) }
         open.removeAll()
     }

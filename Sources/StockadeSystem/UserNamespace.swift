@@ -8,8 +8,9 @@ import StockadeCore
 /// Rootless: the sandbox user maps to the caller (the only id an unprivileged process
 /// may map). As root: it maps to a random unprivileged host id, never to root, so a
 /// kernel file that slipped through a mount would not be writable by real root, and
-/// two sandboxes never share a host uid. As root the namespace also maps its uid 0 (to
-/// the next host id, equally unprivileged), used only during the set-up.
+/// two sandboxes rarely share a host uid (one of 50 million even ids, drawn at
+/// random). As root the namespace also maps its uid 0 (to the next host id, equally
+/// unprivileged), used only during the set-up.
 public struct HostIdentity: Equatable, Sendable {
     public var uid: UInt32
     public var gid: UInt32

@@ -157,7 +157,8 @@ int main(int argc, char **argv) {
 
     kill_everything();
     char line[64];
-    if (WIFSIGNALED(command_status)) snprintf(line, sizeof(line), "signaled %d\n", WTERMSIG(command_status));
+    if (!command_done) snprintf(line, sizeof(line), "signaled %d\n", SIGKILL); // poll failed: we killed it
+    else if (WIFSIGNALED(command_status)) snprintf(line, sizeof(line), "signaled %d\n", WTERMSIG(command_status));
     else snprintf(line, sizeof(line), "exited %d\n", WEXITSTATUS(command_status));
     report(line);
     return 0;

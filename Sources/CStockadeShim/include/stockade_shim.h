@@ -127,8 +127,9 @@ struct stockade_child_error {
 /// Clones the sandbox's first process (new user, mount, PID, network, IPC and UTS
 /// namespaces; the cgroup namespace follows after the supervisor has moved it into its
 /// cgroups). Returns the child's pid, or -errno. `*pidfd` receives a pidfd for it.
-/// Call only with every fd in `config` open and every pointer valid: the child reads
-/// them after the call returns in the parent.
+/// Call with every fd in `config` open. The child works on its own (copy-on-write)
+/// snapshot of `config`, so the caller may free it once this returns. Needs Linux 5.12
+/// (clone3, openat2, the new mount API and mount_setattr).
 pid_t stockade_spawn(const struct stockade_spawn_config *_Nonnull config, int *_Nonnull pidfd);
 
 /// Returns a user-namespace fd whose uid and gid maps are "inside outside 1" for each,
