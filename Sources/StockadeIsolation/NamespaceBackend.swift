@@ -83,6 +83,10 @@ public struct NamespaceBackend: IsolationBackend {
             let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
             if kind == S_IFIFO || kind == S_IFSOCK {
                 standardInput = fd
+            } else if kind == S_IFCHR && info.st_rdev == (1 << 8 | 3) {  // makedev(1, 3)
+                // /dev/null: the sandbox's own will do.
+                standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
+                childEnds.adopt(standardInput)
             } else {
                 // Here the sandbox reads, and we write.
                 let made = try ourEnds.make()
