@@ -46,6 +46,8 @@ public enum PlanCompiler {
     )
 
     public static let sandboxPath = "/workspace"
+    /// Most workspace entries one sandbox may hide (each is a mount).
+    public static let maximumHiddenEntries = 10_000
     static let searchPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     public static func compile(_ request: RunRequest) throws -> SandboxPlan {
@@ -230,10 +232,20 @@ public enum PlanCompiler {
         }
         let patterns = HiddenDefaults.patterns + request.policy.hiddenPatterns + request.hide
         let globs = try GlobSet(patterns: patterns)
+        let hidden = WorkspaceScanner.hiddenEntries(in: hostPath, matching: globs)
+        // Each hidden entry is a mount, and the kernel caps mounts per namespace
+        // (fs.mount-max, 100,000 by default): a workspace full of matching files (one a
+        // sandbox may have made on purpose) must fail clearly, not half-way.
+        if hidden.count > maximumHiddenEntries {
+            throw StockadeError(
+                .invalidArgument,
+                "failed to hide workspace entries: \(hidden.count) match the hidden patterns, more than \(maximumHiddenEntries). Hide their directory instead (--hide DIR) or remove them"
+            )
+        }
         return WorkspaceGrant(
             hostPath: hostPath, sandboxPath: sandboxPath,
             readOnly: request.readOnlyWorkspace ?? request.policy.workspaceReadOnly ?? false,
-            hiddenPatterns: patterns, hiddenEntries: WorkspaceScanner.hiddenEntries(in: hostPath, matching: globs)
+            hiddenPatterns: patterns, hiddenEntries: hidden
         )
     }
 
