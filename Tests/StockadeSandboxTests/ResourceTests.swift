@@ -7,7 +7,7 @@ extension SandboxSuite {
     @Suite("Limits hold and are named") struct Resources {
         static func limit(_ out: Harness.Output) -> String? { out.json["limit"] as? String }
 
-        @Test("a fork bomb hits the process limit and the sandbox ends")
+        @Test("a fork bomb hits the process limit and the sandbox ends", .enabled(if: Harness.cgroupsAvailable, "needs cgroup memory and pids controllers (root, or a delegated cgroup v2 subtree)"))
         func forkBomb() throws {
             let out = try Harness.stockade(["run", "--json", "--pids", "32", "--timeout", "30s", "--", "/bin/sh", "-c", "b() { b | b & }; b; sleep 20"])
             #expect(Self.limit(out) == "pids", "\(out.stdout) \(out.stderr)")
@@ -29,7 +29,7 @@ extension SandboxSuite {
             #expect((out.json["cpu_ms"] as? Int ?? 0) >= 900)
         }
 
-        @Test("CPU spin on every core is accounted across processes")
+        @Test("CPU spin on every core is accounted across processes", .enabled(if: Harness.cgroupsAvailable, "needs cgroup memory and pids controllers (root, or a delegated cgroup v2 subtree)"))
         func cpuEveryCore() throws {
             let out = try Harness.stockade(["run", "--json", "--cpu", "2s", "--timeout", "30s", "--", "/bin/sh", "-c", "for i in 1 2 3 4; do (while :; do :; done) & done; wait"])
             #expect(Self.limit(out) == "cpu", "\(out.stdout)")

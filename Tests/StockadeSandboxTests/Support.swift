@@ -1,4 +1,5 @@
 import Foundation
+import StockadeSystem
 import Testing
 
 /// Runs the built `stockade` binary the way users do, and helpers for the tests.
@@ -14,6 +15,13 @@ enum Harness {
     }
 
     static var isRoot: Bool { geteuid() == 0 }
+
+    /// Whether this host gives stockade cgroup limits (memory, pids, CPU accounting);
+    /// without them those limits fall back to rlimits, which report no hit.
+    static let cgroupsAvailable: Bool = {
+        if case .unavailable = SandboxCgroup.probe() { return false }
+        return true
+    }()
 
     struct Output {
         var status: Int32
