@@ -163,6 +163,15 @@ public enum SandboxLauncher {
                 "failed to start the sandbox: could not \(what): \(errnoText(report.error_number)). \(setupHint(report.error_number))"
             )
         }
+        // EOF without a report also happens when the child died during set-up without
+        // getting to report (a crash). stockade-init only ever exits by itself, so a
+        // child already ended by a signal here never became it.
+        var info = siginfo_t()
+        if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0, info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED {
+            let signal = info._sifields._sigchld.si_status
+            abandon()
+            throw StockadeError(.startFailed, "failed to start the sandbox: its set-up was killed by signal \(signal) before it could report. This is a bug in stockade; please report it")
+        }
         let statusRead = pipes.release(status.read)
         return LaunchedSandbox(pid: pid, pidfd: pidfd, statusFD: statusRead)
     }
