@@ -1,9 +1,10 @@
 import Foundation
 import Testing
 
-/// Attacks found in review: symlinks that redirect grants, a policy's directory swapped
-/// under it, a FIFO in place of a policy, a hidden name that is a symlink, the output
-/// limit split over two streams.
+/// Attacks on the edges of a grant: symlinks that redirect it, a policy's directory
+/// swapped under it, a FIFO in place of a policy, a hidden name that is a symlink, the
+/// output limit split over two streams, a reader that stops reading, groups left by a
+/// killed supervisor.
 extension SandboxSuite.BadInput {
     @Test("a read_only path that resolves to /run through a symlink is refused")
     func readOnlySymlinkToRun() throws {
