@@ -112,6 +112,14 @@ struct RunCommand: ParsableCommand {
         }
         if json {
             StandardStreams.out(JSONReport.result(result))
+        } else {
+            // A weaker fence is said out loud, not only in --json's "degraded".
+            if result.degraded.contains("landlock") {
+                StandardStreams.err("stockade: note: this kernel has no Landlock; the file-system grant rests on the mounts alone\n")
+            }
+            if result.degraded.contains("cgroups") && (memory != nil || pids != nil || cpu != nil) {
+                StandardStreams.err("stockade: note: no usable cgroups here; memory and process limits fall back to rlimits (per process, not for the sandbox as a whole)\n")
+            }
         }
         if let description = result.limitDescription {
             StandardStreams.err("stockade: limit exceeded: \(description)\n")

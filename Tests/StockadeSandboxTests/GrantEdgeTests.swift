@@ -137,3 +137,19 @@ extension SandboxSuite.Leftovers {
         #expect(Set(Self.cgroupEntries()).subtracting(before).isEmpty)
     }
 }
+
+extension SandboxSuite.Rootless {
+    @Test("a weaker limit is said out loud: rootless memory limits without cgroups", .enabled(if: Harness.isRoot, "needs root to create and switch to an unprivileged test user"))
+    func degradedIsReported() throws {
+        let user = try #require(Harness.unprivilegedUser)
+        let workspace = "/tmp/stockade-rootless-note-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+        defer { Harness.remove(workspace) }
+        _ = try Harness.run(["/bin/chown", "\(user):\(user)", workspace], environment: [:])
+        let out = try Harness.stockade(["run", "--workspace", workspace, "--memory", "64M", "--", "true"], user: user)
+        #expect(out.status == 0, "\(out.stderr)")
+        let json = try Harness.stockade(["run", "--json", "--workspace", workspace, "--", "true"], user: user)
+        let degraded = json.json["degraded"] as? [String] ?? []
+        #expect(degraded.contains("cgroups") == out.stderr.contains("no usable cgroups"), "\(degraded) \(out.stderr)")
+    }
+}
