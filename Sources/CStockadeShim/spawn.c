@@ -72,13 +72,15 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     close(config->sync_write_fd);
 
     // Step 0: descriptors. Move every fd we need above 63 (close-on-exec) so that
-    // placing stdio and the status channel at 0..3 cannot clobber one another.
+    // placing stdio and the status channel at 0..3 cannot clobber one another, nor the
+    // stockade-init memfd (which is fd 3 when it is the supervisor's first file).
     child_error_fd = move_high(config->error_fd);
     int sync_fd = move_high(config->sync_fd);
     int stdin_fd = move_high(config->stdin_fd);
     int stdout_fd = move_high(config->stdout_fd);
     int stderr_fd = move_high(config->stderr_fd);
     int status_fd = move_high(config->status_fd);
+    int init_fd = move_high(config->init_fd);
 
     // Signals: the supervisor blocks the ones it forwards; nothing of that may reach
     // the sandbox, so start from an empty mask and default dispositions.
@@ -142,7 +144,7 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
 
     // Step 8: become stockade-init (PID 1 of the new PID namespace). The fd is a sealed
     // memfd copy, so /proc/1/exe inside cannot reach a host binary (CVE-2019-5736).
-    syscall(SYS_execveat, config->init_fd, "", config->init_argv, config->init_envp, STOCKADE_AT_EMPTY_PATH);
+    syscall(SYS_execveat, init_fd, "", config->init_argv, config->init_envp, STOCKADE_AT_EMPTY_PATH);
     stockade_child_fail("start stockade-init", NULL, errno);
 }
 
