@@ -43,6 +43,7 @@ public struct NamespaceBackend: IsolationBackend {
 
     public func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox {
         let started = Clock.now()
+        _ = Self.ignoreBrokenPipes
         let identity = HostIdentity.forNewSandbox()
         let seccomp = try SeccompFilter.program(for: plan.seccomp)
         var degraded: [String] = []
@@ -120,6 +121,13 @@ public struct NamespaceBackend: IsolationBackend {
             output: output, input: pump, started: started, degraded: degraded, forwardSignals: forwardSignals
         )
     }
+
+    /// The supervisor writes into pipes whose reader may be gone (the sandbox's stdin
+    /// after it exits, the caller's stdout); that must be an EPIPE to handle, not a
+    /// SIGPIPE that kills the supervisor. Done once per process, like SwiftNIO does.
+    static let ignoreBrokenPipes: Void = {
+        signal(SIGPIPE, SIG_IGN)
+    }()
 
     /// The rlimits every sandbox gets: a floor under the cgroup limits, and the only
     /// memory and process limits where cgroups are not available.
