@@ -12,14 +12,18 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // Pure Swift: the shared error type and the sandbox plan (plain data).
         .target(name: "StockadeCore"),
-        // Pure Swift: the policy file, its loading with line-accurate errors, globs.
+        // Pure Swift: the policy file, its loading with line-accurate errors, globs,
+        // actions, decisions and labels. Crypto gives the SHA-256 that binds an approval
+        // to the exact action it approved.
         .target(name: "StockadePolicy", dependencies: [
             "StockadeCore",
             .product(name: "Yams", package: "Yams"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // libseccomp, used by StockadeSystem to compile the filter in the supervisor.
         .systemLibrary(name: "CSeccomp", providers: [.apt(["libseccomp-dev"])]),
@@ -30,6 +34,7 @@ let package = Package(
         // every executable through swiftc, which adds the Swift runtime.
         .target(name: "StockadeSystem", dependencies: [
             "StockadeCore", "CStockadeShim", "CSeccomp",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "StockadeIsolation", dependencies: [

@@ -8,8 +8,12 @@ struct Stockade: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stockade",
         abstract: "Run the actions of LLM agents in a sandbox that holds against hostile code.",
+        version: Stockade.version,
         subcommands: [RunCommand.self]
     )
+
+    /// The release this binary was built from.
+    static let version = "0.1.0"
 
     /// Exit codes of stockade's own failures (the command's own code passes through).
     enum ExitStatus {
