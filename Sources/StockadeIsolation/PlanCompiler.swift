@@ -51,6 +51,9 @@ public enum PlanCompiler {
     static let searchPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     public static func compile(_ request: RunRequest) throws -> SandboxPlan {
+        // The policy as enforced: laid over the profile it extends.
+        var request = request
+        request.policy = request.policy.resolved()
         guard let program = request.command.first, !program.isEmpty else {
             throw StockadeError(.invalidArgument, "failed to plan the sandbox: no command given. Put it after '--', as in: stockade run -- ls")
         }

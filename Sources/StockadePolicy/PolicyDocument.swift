@@ -32,8 +32,29 @@ public struct PolicyDocument: Codable, Equatable, Sendable {
     public var environmentPass: [String]
     /// Resource limits the file asks for; unset fields are left to the defaults.
     public var limits: PolicyLimits
-    /// The network mode. Only `"none"` exists in version 1.
-    public var network: String
+    /// `network`; nil if the file does not say.
+    public var network: NetworkPolicy?
+    /// `extends`: the built-in profile this document builds on; nil means
+    /// `workspace-write`. See `PolicyProfile`.
+    public var extends: PolicyProfile?
+    /// `isolation`; nil if the file does not say.
+    public var isolation: IsolationSettings?
+    /// `toolset`: the programs and named sets that exist inside; nil means the host's
+    /// whole read-only system view.
+    public var toolset: [String]?
+    /// `filesystem.protected`: globs of workspace entries that stay read-only inside a
+    /// writable workspace, added to `ProtectedDefaults.patterns`.
+    public var protectedPatterns: [String]
+    /// `rules`, in file order.
+    public var rules: [Rule]
+    /// `labels`.
+    public var labels: LabelPolicy
+    /// `approval`; nil if the file does not say.
+    public var approval: ApprovalSettings?
+    /// `secrets`; nil if the file does not say.
+    public var secrets: SecretsPolicy?
+    /// `audit`; nil if the file does not say.
+    public var audit: AuditSettings?
 
     /// Creates a document. The values are taken as they are: this initializer does not
     /// validate, `PolicyLoader` does.
@@ -47,7 +68,16 @@ public struct PolicyDocument: Codable, Equatable, Sendable {
         environmentSet: [EnvironmentVariable] = [],
         environmentPass: [String] = [],
         limits: PolicyLimits = PolicyLimits(),
-        network: String = "none"
+        network: NetworkPolicy? = nil,
+        extends: PolicyProfile? = nil,
+        isolation: IsolationSettings? = nil,
+        toolset: [String]? = nil,
+        protectedPatterns: [String] = [],
+        rules: [Rule] = [],
+        labels: LabelPolicy = LabelPolicy(),
+        approval: ApprovalSettings? = nil,
+        secrets: SecretsPolicy? = nil,
+        audit: AuditSettings? = nil
     ) {
         self.version = version
         self.sourcePath = sourcePath
@@ -59,10 +89,20 @@ public struct PolicyDocument: Codable, Equatable, Sendable {
         self.environmentPass = environmentPass
         self.limits = limits
         self.network = network
+        self.extends = extends
+        self.isolation = isolation
+        self.toolset = toolset
+        self.protectedPatterns = protectedPatterns
+        self.rules = rules
+        self.labels = labels
+        self.approval = approval
+        self.secrets = secrets
+        self.audit = audit
     }
 
-    /// The empty version-1 policy: what applies when no policy file is given. It grants
-    /// nothing beyond the built-in defaults (no workspace, no network, default limits).
+    /// The empty version-1 policy: what applies when no policy file is given. Resolved
+    /// (`resolved()`), it is the `workspace-write` profile: the workspace read-write, no
+    /// network, default limits, every tool allowed on what the sandbox shows.
     public static let `default` = PolicyDocument()
 }
 
@@ -111,4 +151,19 @@ public struct PolicyLimits: Codable, Equatable, Sendable {
 public enum HiddenDefaults {
     /// Globs in `Glob` syntax, matched anywhere in the workspace.
     public static let patterns = [".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_ed25519*"]
+}
+
+/// The workspace entries that stay read-only even in a writable workspace, whatever the
+/// policy says: places where a file written now runs code later, outside the sandbox
+/// (git hooks and configuration, shell start-up files, editor and agent settings, MCP
+/// server lists). A policy's `filesystem.protected` adds to this list.
+///
+/// A pattern ending in `/` names a directory. For names without wildcards that do not
+/// exist when the sandbox starts, the sandbox holds a read-only placeholder at the top
+/// of the workspace, so that the command cannot create them either.
+public enum ProtectedDefaults {
+    public static let patterns = [
+        ".git/hooks/", ".git/config", ".vscode/", ".idea/", ".claude/", ".cursor/", ".mcp.json",
+        ".envrc", ".bashrc", ".bash_profile", ".profile", ".zshrc",
+    ]
 }

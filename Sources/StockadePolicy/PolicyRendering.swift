@@ -44,7 +44,24 @@ extension PolicyDocument {
         let limitEntries = limitValues.compactMap { name, text in text.map { (key(name), Node($0)) } }
         if !limitEntries.isEmpty { sections.append((key("limits"), Node(limitEntries))) }
 
-        sections.append((key("network"), network == "none" ? Node("none") : quoted(network)))
+        if let network {
+            switch network.mode {
+            case .none:
+                sections.append((key("network"), Node("none")))
+            case .allowlist:
+                var fields: [(Node, Node)] = [(key("mode"), Node("allowlist"))]
+                fields.append((key("allow"), Node(network.allow.map { grant -> Node in
+                    var entry: [(Node, Node)] = [(key("host"), quoted(grant.host))]
+                    if !grant.ports.isEmpty { entry.append((key("ports"), Node(grant.ports.map { Node(String($0)) }))) }
+                    if !grant.methods.isEmpty { entry.append((key("methods"), Node(grant.methods.map(quoted)))) }
+                    return Node(entry)
+                })))
+                if let maxBytes = network.maxBytes { fields.append((key("max_bytes"), Node(Self.exactSize(maxBytes)))) }
+                if let maxRequests = network.maxRequests { fields.append((key("max_requests"), Node(String(maxRequests)))) }
+                if let timeout = network.timeoutMilliseconds { fields.append((key("timeout"), Node(Self.exactDuration(timeout)))) }
+                sections.append((key("network"), Node(fields)))
+            }
+        }
         do {
             return try Yams.serialize(node: Node(sections))
         } catch {

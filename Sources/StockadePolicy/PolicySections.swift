@@ -4,22 +4,14 @@ import Yams
 /// The decoders of the version-1 sections. Each one checks its keys against a fixed list
 /// (an unknown key is an error, never ignored) and every value against its type.
 extension PolicyReader {
-    static let topLevelKeys = ["version", "filesystem", "environment", "limits", "network"]
-    static let filesystemKeys = ["workspace", "read_only", "hidden"]
+    static let topLevelKeys = [
+        "version", "extends", "isolation", "toolset", "filesystem", "environment", "limits", "network",
+        "rules", "labels", "approval", "secrets", "audit",
+    ]
+    static let filesystemKeys = ["workspace", "read_only", "hidden", "protected"]
     static let workspaceKeys = ["path", "mode"]
     static let environmentKeys = ["set", "pass"]
     static let limitKeys = ["wall", "cpu", "memory", "pids", "open_files", "file_size", "output", "tmp", "shm"]
-
-    /// Sections of the full policy language (DESIGN.md) that version 1 does not have yet.
-    static let laterTopLevelKeys: [String: String] = [
-        "extends": "built-in profiles come in a later version",
-        "isolation": "isolation tiers come in a later version",
-        "toolset": "toolsets come in a later version",
-        "secrets": "secret handling comes in a later version",
-        "rules": "per-action rules come in a later version",
-        "labels": "labels come in a later version",
-        "audit": "the audit log comes in a later version",
-    ]
 
     func document(from root: Node?, baseDirectory: String) throws -> PolicyDocument {
         guard let root else {
@@ -41,15 +33,21 @@ extension PolicyReader {
         try checkTree(root)
 
         var document = PolicyDocument(version: 1)
-        let sections = try entries(
-            of: root, at: "", allowed: Self.topLevelKeys, notYetSupported: Self.laterTopLevelKeys,
-            example: "{version: 1}")
+        let sections = try entries(of: root, at: "", allowed: Self.topLevelKeys, example: "{version: 1}")
         for section in sections where !isNull(section.value) {
             switch section.key {
             case "filesystem": try readFilesystem(section.value, into: &document, baseDirectory: baseDirectory)
             case "environment": try readEnvironment(section.value, into: &document)
             case "limits": document.limits = try readLimits(section.value)
             case "network": document.network = try readNetwork(section.value)
+            case "extends": document.extends = try readExtends(section)
+            case "isolation": document.isolation = try readIsolation(section.value)
+            case "toolset": document.toolset = try readToolset(section.value)
+            case "rules": document.rules = try readRules(section.value)
+            case "labels": document.labels = try readLabels(section.value)
+            case "approval": document.approval = try readApproval(section.value)
+            case "secrets": document.secrets = try readSecrets(section.value)
+            case "audit": document.audit = try readAudit(section.value, baseDirectory: baseDirectory)
             default: break
             }
         }
@@ -74,6 +72,10 @@ extension PolicyReader {
             case "hidden":
                 for (index, item) in try items(of: field.value, at: field.keyPath, example: "[\"*.sqlite\", \"secrets/**\"]").enumerated() {
                     document.hiddenPatterns.append(try hiddenPattern(item, at: "\(field.keyPath)[\(index)]"))
+                }
+            case "protected":
+                for (index, item) in try items(of: field.value, at: field.keyPath, example: "[\"Makefile\", \".github/workflows/\"]").enumerated() {
+                    document.protectedPatterns.append(try hiddenPattern(item, at: "\(field.keyPath)[\(index)]"))
                 }
             default: break
             }
@@ -135,7 +137,7 @@ extension PolicyReader {
         return pattern
     }
 
-    private func checkPathText(_ path: String, at field: Entry) throws {
+    func checkPathText(_ path: String, at field: Entry) throws {
         if path.unicodeScalars.contains("\0") {
             throw error(at: field.value, "'\(field.keyPath)' contains a NUL byte, which no path can contain")
         }
@@ -234,21 +236,21 @@ extension PolicyReader {
         return limits
     }
 
-    private func duration(_ field: Entry) throws -> UInt64 {
+    func duration(_ field: Entry) throws -> UInt64 {
         let expected = "a duration such as 30s, 250ms or 2m"
         let value = try text(of: field.value, at: field.keyPath, expected: expected)
         if let milliseconds = Quantity.parseMilliseconds(value), !isNull(field.value) { return milliseconds }
         throw quantityError(field, value: value, expected: expected)
     }
 
-    private func size(_ field: Entry) throws -> UInt64 {
+    func size(_ field: Entry) throws -> UInt64 {
         let expected = "a size such as 512MiB or 2G"
         let value = try text(of: field.value, at: field.keyPath, expected: expected)
         if let bytes = Quantity.parseBytes(value), !isNull(field.value) { return bytes }
         throw quantityError(field, value: value, expected: expected)
     }
 
-    private func count(_ field: Entry) throws -> UInt64 {
+    func count(_ field: Entry) throws -> UInt64 {
         let expected = "a whole number greater than zero"
         let value = try text(of: field.value, at: field.keyPath, expected: expected)
         if value.allSatisfy(\.isASCIIDigit), let number = UInt64(value), number > 0 { return number }
@@ -264,34 +266,6 @@ extension PolicyReader {
         return error(at: field.value, "'\(field.keyPath)' must be \(expected), got \(describe(field.value))")
     }
 
-    // MARK: network
-
-    private func readNetwork(_ node: Node) throws -> String {
-        let allowlistNotSupported = "network allowlists are not supported yet; the only network mode is 'none'"
-        let allowlistKeyLater = "network allowlists come in a later version, and the only network mode is 'none'"
-        if case .mapping(let mapping) = node {
-            guard let modeNode = mapping["mode"] else {
-                throw error(at: node, "'network' needs a 'mode', as in {mode: none}")
-            }
-            try checkNetworkMode(modeNode, at: "network.mode", allowlistNotSupported: allowlistNotSupported)
-            _ = try entries(
-                of: node, at: "network", allowed: ["mode"],
-                notYetSupported: ["allow": allowlistKeyLater, "max_bytes": allowlistKeyLater],
-                example: "{mode: none}")
-            return "none"
-        }
-        try checkNetworkMode(node, at: "network", allowlistNotSupported: allowlistNotSupported)
-        return "none"
-    }
-
-    private func checkNetworkMode(_ node: Node, at keyPath: String, allowlistNotSupported: String) throws {
-        let mode = try text(of: node, at: keyPath, expected: "none")
-        switch mode {
-        case "none": return
-        case "allowlist": throw error(at: node, "'\(keyPath)' is 'allowlist', but \(allowlistNotSupported)")
-        default: throw error(at: node, "'\(keyPath)' must be none, got \(describe(node))")
-        }
-    }
 }
 
 extension Character {

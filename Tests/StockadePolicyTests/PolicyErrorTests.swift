@@ -39,10 +39,10 @@ let policyErrorCases: [PolicyErrorCase] = [
         fragments: ["'version' must be 1, got a list"]),
     PolicyErrorCase(
         label: "unknown top-level key", yaml: "version: 1\nnetwrok: none\n", position: "2:1",
-        fragments: ["unknown key 'netwrok' at the top level", "expected one of: version, filesystem, environment, limits, network"]),
+        fragments: ["unknown key 'netwrok' at the top level", "expected one of: version, extends, isolation, toolset, filesystem"]),
     PolicyErrorCase(
-        label: "top-level key of a later version", yaml: "version: 1\ntoolset: [sh]\n", position: "2:1",
-        fragments: ["key 'toolset' at the top level is not supported yet", "expected one of: version"]),
+        label: "empty toolset", yaml: "version: 1\ntoolset: []\n", position: "2:10",
+        fragments: ["'toolset' is empty"]),
     PolicyErrorCase(
         label: "unknown key holding an anchor", yaml: "version: 1\nbase: &b {wall: 1s}\n", position: "2:1",
         fragments: ["unknown key 'base' at the top level"]),
@@ -247,17 +247,17 @@ let policyErrorCases: [PolicyErrorCase] = [
 
     // network.
     PolicyErrorCase(
-        label: "network allowlist", yaml: "version: 1\nnetwork: allowlist\n", position: "2:10",
-        fragments: ["'network'", "network allowlists are not supported yet"]),
+        label: "network allowlist without hosts", yaml: "version: 1\nnetwork: allowlist\n", position: "2:10",
+        fragments: ["'network' must be one of none, got 'allowlist'"]),
     PolicyErrorCase(
-        label: "network mode allowlist", yaml: "version: 1\nnetwork: {mode: allowlist, allow: [pypi.org]}\n", position: "2:17",
-        fragments: ["'network.mode'", "network allowlists are not supported yet"]),
+        label: "network mode allowlist with no host", yaml: "version: 1\nnetwork: {mode: allowlist, allow: []}\n", position: "2:17",
+        fragments: ["'network.mode' is allowlist but 'network.allow' lists no host"]),
     PolicyErrorCase(
         label: "network allow key", yaml: "version: 1\nnetwork: {mode: none, allow: [pypi.org]}\n", position: "2:23",
-        fragments: ["key 'allow' in 'network' is not supported yet: network allowlists come in a later version"]),
+        fragments: ["'network.allow' has no effect with 'mode: none'"]),
     PolicyErrorCase(
         label: "network host", yaml: "version: 1\nnetwork: host\n", position: "2:10",
-        fragments: ["'network' must be none, got 'host'"]),
+        fragments: ["'network' must be one of none, got 'host'"]),
     PolicyErrorCase(
         label: "network mapping without mode", yaml: "version: 1\nnetwork: {}\n", position: "2:10",
         fragments: ["'network' needs a 'mode'"]),
@@ -266,7 +266,7 @@ let policyErrorCases: [PolicyErrorCase] = [
         fragments: ["unknown key 'proxy' in 'network'; expected one of: mode"]),
     PolicyErrorCase(
         label: "network is a list", yaml: "version: 1\nnetwork: [none]\n", position: "2:10",
-        fragments: ["'network' must be none, got a list"]),
+        fragments: ["'network' must be a mapping such as {mode: allowlist, allow: [pypi.org]}, got a list"]),
 ]
 
 @Test("invalid policies are rejected with file:line:column and the key", arguments: policyErrorCases)

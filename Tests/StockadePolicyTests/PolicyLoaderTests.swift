@@ -39,7 +39,7 @@ let fullPolicyDocument = PolicyDocument(
     limits: PolicyLimits(
         wallMilliseconds: 30_000, cpuMilliseconds: 10_000, memoryBytes: 512 << 20, pids: 64, openFiles: 256,
         fileSizeBytes: 100 << 20, outputBytes: 1 << 20, tmpBytes: 256 << 20, shmBytes: 64 << 20),
-    network: "none")
+    network: NetworkPolicy.none)
 
 @Test("a full version-1 policy parses into every field")
 func fullPolicyParses() throws {
@@ -78,7 +78,8 @@ func defaultPolicy() throws {
     #expect(document.readOnlyPaths.isEmpty && document.hiddenPatterns.isEmpty)
     #expect(document.environmentSet.isEmpty && document.environmentPass.isEmpty)
     #expect(document.limits == PolicyLimits())
-    #expect(document.network == "none")
+    #expect(document.network == nil)
+    #expect(document.resolved().network == NetworkPolicy.none)
     var minimal = try parsePolicy("version: 1")
     minimal.sourcePath = nil
     #expect(minimal == .default)
@@ -90,7 +91,7 @@ func emptySections() throws {
     #expect(document.workspacePath == nil)
     #expect(document.environmentSet.isEmpty)
     #expect(document.limits == PolicyLimits())
-    #expect(document.network == "none")
+    #expect(document.network == nil)
 }
 
 let sizeCases: [(text: String, bytes: UInt64)] = [
@@ -163,9 +164,9 @@ func workspaceModes() throws {
 
 @Test("network accepts none and {mode: none}")
 func networkForms() throws {
-    #expect(try parsePolicy("version: 1\nnetwork: none").network == "none")
-    #expect(try parsePolicy("version: 1\nnetwork: {mode: none}").network == "none")
-    #expect(try parsePolicy("version: 1").network == "none")
+    #expect(try parsePolicy("version: 1\nnetwork: none").network == NetworkPolicy.none)
+    #expect(try parsePolicy("version: 1\nnetwork: {mode: none}").network == NetworkPolicy.none)
+    #expect(try parsePolicy("version: 1").network == nil)
 }
 
 @Test("environment variables keep the order of the file")
