@@ -265,6 +265,72 @@ let policyErrorCases: [PolicyErrorCase] = [
         label: "network unknown key", yaml: "version: 1\nnetwork:\n  mode: none\n  proxy: x\n", position: "4:3",
         fragments: ["unknown key 'proxy' in 'network'; expected one of: mode"]),
     PolicyErrorCase(
+        label: "unknown profile", yaml: "version: 1\nextends: permissive\n", position: "2:10",
+        fragments: ["'extends' must be one of read-only, workspace-write, networked, got 'permissive'"]),
+    PolicyErrorCase(
+        label: "rule without id", yaml: "version: 1\nrules: [{tool: exec, decision: deny}]\n", position: "2:9",
+        fragments: ["'rules[0]' needs an 'id'"]),
+    PolicyErrorCase(
+        label: "duplicate rule id", yaml: "version: 1\nrules:\n  - {id: a, decision: deny, tool: exec}\n  - {id: a, decision: allow, tool: exec}\n", position: "4:10",
+        fragments: ["rule id 'a' is used twice (first at line 3)"]),
+    PolicyErrorCase(
+        label: "rule without decision", yaml: "version: 1\nrules: [{id: a, tool: exec}]\n", position: "2:9",
+        fragments: ["'rules[0]' (rule 'a') needs a 'decision': allow, deny or ask"]),
+    PolicyErrorCase(
+        label: "rule decision misspelt", yaml: "version: 1\nrules: [{id: a, tool: exec, decision: alow}]\n", position: "2:39",
+        fragments: ["'rules[0].decision' must be one of allow, deny, ask, got 'alow'"]),
+    PolicyErrorCase(
+        label: "unknown tool", yaml: "version: 1\nrules: [{id: a, tool: shell, decision: deny}]\n", position: "2:23",
+        fragments: ["'rules[0].tool' names an unknown tool 'shell'", "expected one of: exec, read_file"]),
+    PolicyErrorCase(
+        label: "condition the tool does not carry", yaml: "version: 1\nrules: [{id: a, tool: exec, where: {path: x}, decision: deny}]\n", position: "2:36",
+        fragments: ["conditions that exec actions do not carry", "remove exec from 'tool' or the condition"]),
+    PolicyErrorCase(
+        label: "conditions no tool carries together", yaml: "version: 1\nrules: [{id: a, where: {path: x, host: y.com}, decision: deny}]\n", position: "2:24",
+        fragments: ["mixes conditions that no single tool's actions carry"]),
+    PolicyErrorCase(
+        label: "unknown condition", yaml: "version: 1\nrules: [{id: a, tool: exec, where: {args: x}, decision: deny}]\n", position: "2:37",
+        fragments: ["unknown key 'args' in 'rules[0].where'", "expected one of: command, argv, path"]),
+    PolicyErrorCase(
+        label: "bad argument pattern", yaml: "version: 1\nrules: [{id: a, tool: exec, where: {argv: {prefix: [\"[git\"]}}, decision: deny}]\n", position: "2:53",
+        fragments: ["'rules[0].where.argv.prefix' has an invalid pattern '[git'"]),
+    PolicyErrorCase(
+        label: "bad host", yaml: "version: 1\nrules: [{id: a, tool: http, where: {host: \"https://x.com\"}, decision: deny}]\n", position: "2:43",
+        fragments: ["'rules[0].where.host' must be a host name"]),
+    PolicyErrorCase(
+        label: "lower-case method", yaml: "version: 1\nrules: [{id: a, tool: http, where: {method: get}, decision: deny}]\n", position: "2:45",
+        fragments: ["HTTP methods in capitals"]),
+    PolicyErrorCase(
+        label: "source without label", yaml: "version: 1\nlabels: {sources: [{tool: http}]}\n", position: "2:20",
+        fragments: ["must say which label it raises"]),
+    PolicyErrorCase(
+        label: "source with both labels", yaml: "version: 1\nlabels: {sources: [{tool: http, integrity: untrusted, confidentiality: secret}]}\n", position: "2:20",
+        fragments: ["gives both 'confidentiality' and 'integrity'"]),
+    PolicyErrorCase(
+        label: "invariant flow to nowhere", yaml: "version: 1\nlabels: {invariants: [{id: x, deny_flow: {from: secret, to: email}}]}\n", position: "2:61",
+        fragments: ["'labels.invariants[0].deny_flow.to' must be one of network, workspace, exec, got 'email'"]),
+    PolicyErrorCase(
+        label: "invariant of both forms", yaml: "version: 1\nlabels: {invariants: [{id: x, deny_flow: {from: secret, to: network}, when: secret}]}\n", position: "2:71",
+        fragments: ["has both 'deny_flow' and 'when'"]),
+    PolicyErrorCase(
+        label: "invariant that allows", yaml: "version: 1\nlabels: {invariants: [{id: x, when: untrusted, tool: exec, decision: allow}]}\n", position: "2:70",
+        fragments: ["must be one of ask, deny, got 'allow'"]),
+    PolicyErrorCase(
+        label: "approval command without mode", yaml: "version: 1\napproval: {command: [/bin/approve]}\n", position: "2:11",
+        fragments: ["'approval.command' is given but 'approval.mode' is not command"]),
+    PolicyErrorCase(
+        label: "approval command not absolute", yaml: "version: 1\napproval: {mode: command, command: [approve]}\n", position: "2:36",
+        fragments: ["must start with the absolute path of the approver program"]),
+    PolicyErrorCase(
+        label: "secret of unknown kind", yaml: "version: 1\nsecrets: {known: [\"vault:x\"]}\n", position: "2:19",
+        fragments: ["entries must be env:NAME, file:PATH or literal:VALUE"]),
+    PolicyErrorCase(
+        label: "toolset with a path escape", yaml: "version: 1\ntoolset: [/usr/../etc/x]\n", position: "2:11",
+        fragments: ["'toolset' entries must be program names"]),
+    PolicyErrorCase(
+        label: "isolation tier unknown", yaml: "version: 1\nisolation: {tier: docker}\n", position: "2:19",
+        fragments: ["'isolation.tier' must be one of auto, namespaces, gvisor, microvm, wasm, got 'docker'"]),
+    PolicyErrorCase(
         label: "network is a list", yaml: "version: 1\nnetwork: [none]\n", position: "2:10",
         fragments: ["'network' must be a mapping such as {mode: allowlist, allow: [pypi.org]}, got a list"]),
 ]
