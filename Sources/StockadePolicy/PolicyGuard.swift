@@ -39,6 +39,10 @@ public struct Verdict: Equatable, Sendable, CustomStringConvertible {
         case malformed
         /// A `declassify` rule (always `ask`).
         case declassify
+        /// The path is hidden (`filesystem.hidden`): it does not exist for the sandbox.
+        case hidden
+        /// The path is protected (`filesystem.protected`): it cannot be written.
+        case protected
     }
 
     public var decision: Decision
@@ -62,7 +66,7 @@ public struct Verdict: Equatable, Sendable, CustomStringConvertible {
             return "\(verb) by \(kind) \(ruleID ?? "?"): \(reason)"
         case .defaultDeny:
             return "\(verb) by default: \(reason)"
-        case .malformed:
+        case .malformed, .hidden, .protected:
             return "\(verb): \(reason)"
         }
     }
@@ -87,6 +91,8 @@ public struct PolicyGuard: Sendable {
     let allowRules: [CompiledRule]
     let invariants: [CompiledInvariant]
     let sources: [CompiledSource]
+    let hidden: GlobSet
+    let protected: GlobSet
     /// True when `exec` can reach the network.
     public let networkGranted: Bool
     /// True when `exec` can write the workspace.
@@ -106,6 +112,8 @@ public struct PolicyGuard: Sendable {
         workspaceWritable = !(policy.workspaceReadOnly ?? false)
         invariants = try policy.labels.invariants.map(CompiledInvariant.init)
         let hidden = try GlobSet(patterns: HiddenDefaults.patterns + policy.hiddenPatterns)
+        self.hidden = hidden
+        protected = try GlobSet(patterns: ProtectedDefaults.patterns + policy.protectedPatterns)
         sources = try policy.labels.sources.map { try CompiledSource($0, hidden: hidden) }
     }
 
@@ -115,6 +123,16 @@ public struct PolicyGuard: Sendable {
         switch ActionFacts.make(action) {
         case .success(let made): facts = made
         case .failure(let problem): return Verdict(decision: .deny, basis: .malformed, reason: problem.reason)
+        }
+        // Hidden and protected paths hold by construction, before any rule.
+        if let path = facts.path, let relative = path.workspaceRelative {
+            if hidden.matchesPathOrAnyParentComponents(relative, isDirectory: facts.isDirectory) {
+                return Verdict(decision: .deny, basis: .hidden, ruleID: nil, reason: "\(path.text.printableForMessages) is hidden by the policy (filesystem.hidden): it does not exist for the sandbox")
+            }
+            if action.tool == .writeFile && (!workspaceWritable || protected.matchesPathOrAnyParentComponents(relative, isDirectory: false)) {
+                let why = workspaceWritable ? "protected by the policy (filesystem.protected)" : "in a read-only workspace"
+                return Verdict(decision: .deny, basis: .protected, ruleID: nil, reason: "\(path.text.printableForMessages) is \(why): it cannot be written")
+            }
         }
         if case .declassify(let id) = action {
             guard let rule = policy.labels.declassify.first(where: { $0.id == id }) else {
@@ -143,10 +161,17 @@ public struct PolicyGuard: Sendable {
                 if invariantAsk == nil { invariantAsk = verdict }
             }
         }
+        let verdict = ruleVerdict(facts)
+        if verdict.decision == .allow, let invariantAsk { return invariantAsk }
+        return verdict
+    }
+
+    /// The decision of the rules alone: deny, ask, allow, default deny.
+    func ruleVerdict(_ facts: ActionFacts) -> Verdict {
         if let rule = denyRules.first(where: { $0.matches(facts) }) { return rule.verdict }
         if let rule = askRules.first(where: { $0.matches(facts) }) { return rule.verdict }
-        if let rule = allowRules.first(where: { $0.matches(facts) }) { return invariantAsk ?? rule.verdict }
-        return Verdict(decision: .deny, basis: .defaultDeny, reason: "no rule allows \(action.tool) \(facts.summary)")
+        if let rule = allowRules.first(where: { $0.matches(facts) }) { return rule.verdict }
+        return Verdict(decision: .deny, basis: .defaultDeny, reason: "no rule allows \(facts.tool) \(facts.summary)")
     }
 
     /// The label a session carries after `action` ran.

@@ -83,6 +83,15 @@ let decisionCases: [DecisionCase] = [
     DecisionCase(label: "a sibling with a longer name is not below", policy: gitPolicy, action: .readFile(path: "secrets-public/a"), decision: .allow, ruleID: "allow-read"),
     DecisionCase(label: "listing the denied directory", policy: gitPolicy, action: .listFiles(path: "secrets"), decision: .deny, ruleID: "no-secrets"),
 
+    // Hidden and protected paths hold before any rule.
+    DecisionCase(label: "a hidden file cannot be read, whatever the rules", policy: "version: 1\nrules: [{id: env, tool: read_file, where: {path: .env}, decision: allow}]", action: .readFile(path: "app/.env"), decision: .deny, ruleID: nil),
+    DecisionCase(label: "inside a hidden directory", policy: "version: 1\nfilesystem: {hidden: [secrets]}", action: .listFiles(path: "secrets/sub"), decision: .deny, ruleID: nil),
+    DecisionCase(label: "git hooks cannot be written", policy: "version: 1", action: .writeFile(path: ".git/hooks/pre-commit"), decision: .deny, ruleID: nil),
+    DecisionCase(label: "editor settings cannot be written", policy: "version: 1", action: .writeFile(path: "/workspace/.vscode/tasks.json"), decision: .deny, ruleID: nil),
+    DecisionCase(label: "a policy's protected paths add to the defaults", policy: "version: 1\nfilesystem: {protected: [Makefile]}", action: .writeFile(path: "sub/Makefile"), decision: .deny, ruleID: nil),
+    DecisionCase(label: "protected files can still be read", policy: "version: 1", action: .readFile(path: ".git/config"), decision: .allow, ruleID: "allow-read"),
+    DecisionCase(label: "a read-only workspace is not written, whatever the rules", policy: "version: 1\nfilesystem: {workspace: {mode: ro}}", action: .writeFile(path: "a.txt"), decision: .deny, ruleID: nil),
+
     // http: hosts, methods, URL paths.
     DecisionCase(label: "allowed host and method", policy: gitPolicy, action: .http(method: "GET", url: "https://files.pythonhosted.org/x.whl"), decision: .allow, ruleID: "pypi"),
     DecisionCase(label: "host names are case-insensitive", policy: gitPolicy, action: .http(method: "GET", url: "https://PyPI.org./simple/"), decision: .allow, ruleID: "pypi"),

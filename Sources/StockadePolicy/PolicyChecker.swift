@@ -1,0 +1,412 @@
+/// `stockade policy check`: static analysis of a policy.
+///
+/// The label lattice is finite (each of `secret` and `untrusted` set or not: four
+/// states) and labels only rise (a declassify only after approval), so the checker
+/// visits every reachable label state. Actions are infinite, so it works on witnesses:
+/// for every rule, invariant and label source, concrete actions that satisfy its
+/// conditions, plus one plain action per tool and one `exec` per toolset program. In
+/// each state it asks the real guard for the decision on each witness, so what it
+/// reports is what enforcement does. Findings about rule overlap and rules that never
+/// fire rest on these witnesses (a finding is always backed by a concrete action; an
+/// overlap no witness hits can go unreported); invariant checks are exact over states.
+public struct PolicyChecker {
+    /// One problem, with the actions that lead to it.
+    public struct Finding: Codable, Equatable, Sendable {
+        public enum Kind: String, Codable, Sendable {
+            /// A `deny_flow` invariant would be broken (a defect in enforcement).
+            case invariantViolated = "invariant-violated"
+            /// Secret data can reach the network and no invariant stops it.
+            case unguardedFlow = "unguarded-flow"
+            /// An invariant denies every command from the start.
+            case blocksEverything = "blocks-everything"
+            /// Two rules with opposite decisions match the same action, neither inside the other.
+            case overlap
+            /// A rule can never decide anything.
+            case neverFires = "never-fires"
+            /// A granted program can read any visible file and send it out.
+            case overPermissiveTool = "over-permissive-tool"
+        }
+
+        public var kind: Kind
+        /// The rules, invariants or programs concerned.
+        public var subjects: [String]
+        public var message: String
+        /// The actions that reach the finding, each with its decision, in order.
+        public var trace: [String]
+    }
+
+    /// A label state and how a session gets there.
+    public struct State: Codable, Equatable, Sendable {
+        public var labels: [String]
+        public var trace: [String]
+    }
+
+    public struct Report: Codable, Equatable, Sendable {
+        public var findings: [Finding]
+        public var states: [State]
+        public var isClean: Bool { findings.isEmpty }
+    }
+
+    let policyGuard: PolicyGuard
+
+    public init(_ policyGuard: PolicyGuard) {
+        self.policyGuard = policyGuard
+    }
+
+    /// Programs that can read any file they are shown and send it over the network by
+    /// themselves: interpreters (bash through /dev/tcp, awk through /inet in gawk) and
+    /// network clients.
+    public static let exfiltratingPrograms: Set<String> = [
+        "python", "python3", "perl", "ruby", "node", "nodejs", "php", "lua", "tclsh", "bash", "zsh", "ksh",
+        "awk", "gawk", "busybox", "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "rsync",
+        "ftp", "telnet", "openssl", "git", "pip", "pip3", "npm", "npx", "java", "go",
+    ]
+
+    public func run() -> Report {
+        var findings: [Finding] = []
+        let witnesses = self.witnesses()
+        let states = reachableStates(witnesses)
+
+        // Invariants hold in every reachable state: no allowed witness reaches a sink an
+        // invariant closes for the labels the session carries (after the action, for exec).
+        for state in states {
+            let label = SessionLabel(Set(state.labels.compactMap(Label.init(rawValue:))))
+            for action in witnesses {
+                let verdict = policyGuard.decide(action, label: label)
+                guard verdict.decision != .deny else { continue }
+                let effective = action.tool == .exec ? policyGuard.label(after: action, from: label) : label
+                let sinks = policyGuard.sinks(of: action.tool)
+                for invariant in policyGuard.policy.labels.invariants {
+                    guard case .denyFlow(let from, let to) = invariant.kind, effective.contains(from), sinks.contains(to) else { continue }
+                    findings.append(Finding(
+                        kind: .invariantViolated, subjects: [invariant.id],
+                        message: "invariant \(invariant.id) is broken: \(action) is \(verdict.decision) with '\(from)' data, which reaches \(to)",
+                        trace: state.trace + ["\(action) → \(verdict.decision)"]))
+                }
+                // Secret data reaching the network with no invariant to stop it.
+                if effective.contains(.secret), sinks.contains(.network),
+                   !policyGuard.policy.labels.invariants.contains(where: { if case .denyFlow(.secret, .network) = $0.kind { return true } else { return false } }),
+                   !findings.contains(where: { $0.kind == .unguardedFlow }) {
+                    findings.append(Finding(
+                        kind: .unguardedFlow, subjects: [],
+                        message: "secret data can reach the network: \(action) is \(verdict.decision) in a session that has read a secret, and no invariant denies the flow; add {id: no-secret-egress, deny_flow: {from: secret, to: network}} to labels.invariants",
+                        trace: state.trace + ["\(action) → \(verdict.decision)"]))
+                }
+            }
+        }
+
+        findings += blockedCommands()
+        findings += ruleFindings(witnesses)
+        findings += toolFindings()
+        return Report(findings: findings, states: states)
+    }
+
+    // MARK: states
+
+    func reachableStates(_ witnesses: [Action]) -> [State] {
+        var states = [State(labels: [], trace: [])]
+        var seen: Set<SessionLabel> = [.initial]
+        var queue: [(SessionLabel, [String])] = [(.initial, [])]
+        while !queue.isEmpty {
+            let (label, trace) = queue.removeFirst()
+            for action in witnesses {
+                let verdict = policyGuard.decide(action, label: label)
+                guard verdict.decision != .deny else { continue }
+                let next = action.tool == .declassify
+                    ? policyGuard.label(afterApproved: action, from: label)
+                    : policyGuard.label(after: action, from: label)
+                guard seen.insert(next).inserted else { continue }
+                let step = "\(action) → \(verdict.decision)\(verdict.decision == .ask ? " (approved)" : "")"
+                states.append(State(labels: Label.allCases.filter(next.contains).map(\.rawValue), trace: trace + [step]))
+                queue.append((next, trace + [step]))
+            }
+        }
+        return states
+    }
+
+    // MARK: findings
+
+    /// An invariant that denies the first command of a fresh session denies them all.
+    func blockedCommands() -> [Finding] {
+        let probe = Action.exec(argv: ["sh"])
+        let verdict = policyGuard.decide(probe, label: .initial)
+        guard verdict.decision == .deny, verdict.basis == .invariant, let id = verdict.ruleID,
+              policyGuard.ruleVerdict(facts(probe)).decision != .deny else { return [] }
+        let visible = policyGuard.sources.filter(\.visibleToCommands).flatMap { $0.source.conditions.paths ?? [] }
+        let hint = visible.isEmpty ? "" : " (\(visible.joined(separator: ", ")) is visible to commands; hide it with filesystem.hidden so that commands cannot read it)"
+        return [Finding(
+            kind: .blocksEverything, subjects: [id],
+            message: "invariant \(id) denies every command from the start\(hint)",
+            trace: ["\(probe) → deny"])]
+    }
+
+    func ruleFindings(_ witnesses: [Action]) -> [Finding] {
+        var findings: [Finding] = []
+        let rules = policyGuard.denyRules + policyGuard.askRules + policyGuard.allowRules
+        let profileIDs = Set((policyGuard.policy.extends ?? .workspaceWrite).document.rules.map(\.id))
+        for rule in rules {
+            let own = Self.witnesses(for: rule.rule.tools.isEmpty ? Array(rule.tools) : rule.rule.tools, rule.rule.conditions)
+                .filter { rule.matches(facts($0)) }
+            // Never fires: nothing it matches reaches it.
+            if rule.rule.decision != .deny, !own.isEmpty {
+                let deciders = own.map { policyGuard.decide($0, label: .initial) }
+                if deciders.allSatisfy({ $0.ruleID != rule.rule.id && $0.basis == .rule }),
+                   let shadow = deciders.first?.ruleID, deciders.allSatisfy({ $0.ruleID == shadow }),
+                   let shadowRule = rules.first(where: { $0.rule.id == shadow }), Self.covers(shadowRule, rule) {
+                    findings.append(Finding(
+                        kind: .neverFires, subjects: [rule.rule.id, shadow],
+                        message: "rule \(rule.rule.id) (\(rule.rule.decision)) never fires: every action it matches is decided first by rule \(shadow) (\(shadowRule.rule.decision))",
+                        trace: own.prefix(1).map { "\($0) → \(policyGuard.decide($0, label: .initial))" }))
+                }
+            }
+            if rule.tools == [.http], !policyGuard.networkGranted, rule.rule.decision != .deny {
+                findings.append(Finding(
+                    kind: .neverFires, subjects: [rule.rule.id],
+                    message: "rule \(rule.rule.id) decides http actions, but the network is none: no http action can run; grant hosts under network.allow or remove the rule",
+                    trace: []))
+            }
+            if let toolset = policyGuard.policy.toolset, rule.tools == [.exec], let programs = Self.literalPrograms(rule.rule.conditions),
+               programs.allSatisfy({ !toolset.contains($0) && !Self.namedSetPrograms(toolset).contains($0) }) {
+                findings.append(Finding(
+                    kind: .neverFires, subjects: [rule.rule.id],
+                    message: "rule \(rule.rule.id) is about \(programs.joined(separator: ", ")), which the toolset does not hold: the program does not exist inside",
+                    trace: []))
+            }
+        }
+        // Overlap: opposite decisions on one action, neither rule inside the other.
+        for (index, first) in rules.enumerated() {
+            for second in rules[(index + 1)...] where first.rule.decision != second.rule.decision {
+                if profileIDs.contains(first.rule.id) || profileIDs.contains(second.rule.id) { continue }
+                if Self.covers(first, second) || Self.covers(second, first) { continue }
+                let candidates = witnesses + Self.crossWitnesses(first, second)
+                guard let shared = candidates.first(where: { first.matches(facts($0)) && second.matches(facts($0)) }) else { continue }
+                let verdict = policyGuard.decide(shared, label: .initial)
+                findings.append(Finding(
+                    kind: .overlap, subjects: [first.rule.id, second.rule.id],
+                    message: "rules \(first.rule.id) (\(first.rule.decision)) and \(second.rule.id) (\(second.rule.decision)) both match \(shared); \(verdict.ruleID ?? "the default") decides. Narrow one of them so that the intent is explicit",
+                    trace: ["\(shared) → \(verdict.decision)"]))
+            }
+        }
+        return findings
+    }
+
+    /// Over-permissive tools: with the network granted, a program that can read what the
+    /// sandbox shows and send it is an exfiltration channel whatever the rules say about
+    /// `http`.
+    func toolFindings() -> [Finding] {
+        guard policyGuard.networkGranted else { return [] }
+        let hosts = (policyGuard.policy.network?.allow ?? []).map(\.host).joined(separator: ", ")
+        guard let toolset = policyGuard.policy.toolset else {
+            guard policyGuard.ruleVerdict(facts(.exec(argv: ["sh"]))).decision != .deny else { return [] }
+            return [Finding(
+                kind: .overPermissiveTool, subjects: ["(no toolset)"],
+                message: "the network is granted (\(hosts)) and there is no toolset, so every program of the host is inside, interpreters and network clients included: any of them can read what the sandbox shows and send it. Give a toolset without them, or no network",
+                trace: [])]
+        }
+        var findings: [Finding] = []
+        for program in toolset + Self.namedSetPrograms(toolset) where Self.exfiltratingPrograms.contains(program.split(separator: "/").last.map(String.init) ?? program) {
+            let action = Action.exec(argv: [program])
+            let verdict = policyGuard.ruleVerdict(facts(action))
+            guard verdict.decision != .deny else { continue }
+            findings.append(Finding(
+                kind: .overPermissiveTool, subjects: [program],
+                message: "\(program) can read any file the sandbox shows and send it to \(hosts): an exfiltration channel that no http rule sees. Remove it from the toolset, deny it, or grant no network",
+                trace: ["\(action) → \(verdict.decision)"]))
+        }
+        return findings
+    }
+
+    // MARK: witnesses
+
+    func facts(_ action: Action) -> ActionFacts {
+        (try? ActionFacts.make(action).get()) ?? ActionFacts(tool: action.tool)
+    }
+
+    func witnesses() -> [Action] {
+        var actions: [Action] = [
+            .exec(argv: ["sh"]), .readFile(path: "/workspace/file"), .writeFile(path: "/workspace/file"),
+            .listFiles(path: "/workspace"), .http(method: "GET", url: "https://example.com/"),
+        ]
+        let policy = policyGuard.policy
+        for rule in policy.rules {
+            actions += Self.witnesses(for: rule.tools.isEmpty ? Array(rule.conditions.toolsCarryingArguments) : rule.tools, rule.conditions)
+        }
+        for source in policy.labels.sources {
+            actions += Self.witnesses(for: source.tools.isEmpty ? Array(source.conditions.toolsCarryingArguments) : source.tools, source.conditions)
+        }
+        for invariant in policy.labels.invariants {
+            if case .guarded(_, let tools, let conditions, _) = invariant.kind {
+                actions += Self.witnesses(for: tools.isEmpty ? Array(conditions.toolsCarryingArguments) : tools, conditions)
+            }
+        }
+        for grant in policy.network?.allow ?? [] {
+            actions.append(.http(method: grant.methods.first ?? "GET", url: "https://\(Self.sampleHost(grant.host))/"))
+        }
+        for program in (policy.toolset ?? []) + Self.namedSetPrograms(policy.toolset ?? []) {
+            actions.append(.exec(argv: [program]))
+        }
+        for rule in policy.labels.declassify { actions.append(.declassify(rule: rule.id)) }
+        var unique: [Action] = []
+        var seen = Set<Action>()
+        for action in actions where seen.insert(action).inserted { unique.append(action) }
+        return unique
+    }
+
+    /// Concrete actions of `tools` that satisfy `conditions` (as far as samples go).
+    static func witnesses(for tools: [Tool], _ conditions: Conditions) -> [Action] {
+        var actions: [Action] = []
+        for tool in tools {
+            switch tool {
+            case .exec:
+                var argv: [String]
+                if let exact = conditions.argvExact {
+                    argv = exact.map(sample)
+                } else {
+                    argv = (conditions.argvPrefix ?? conditions.command.map { [$0[0]] } ?? ["sh"]).map(sample)
+                    if let command = conditions.command, conditions.argvPrefix == nil { argv[0] = sample(command[0]) }
+                    argv += (conditions.argvContains ?? []).map(sample)
+                }
+                actions.append(.exec(argv: argv))
+            case .readFile, .writeFile, .listFiles:
+                for path in conditions.paths ?? ["file"] {
+                    let sampled = samplePath(path)
+                    actions.append(tool == .readFile ? .readFile(path: sampled) : tool == .writeFile ? .writeFile(path: sampled) : .listFiles(path: sampled))
+                }
+            case .http:
+                let host = sampleHost(conditions.hosts?.first ?? "example.com")
+                let path = conditions.urlPaths.map { samplePath($0[0]) } ?? "/"
+                actions.append(.http(method: conditions.methods?.first ?? "GET", url: "https://\(host)\(path)"))
+            case .declassify:
+                break
+            }
+        }
+        return actions
+    }
+
+    /// Actions built from the parts of two rules, so that an overlap of, say, a
+    /// directory rule and a file-name rule has a witness (`docs/x.md`).
+    static func crossWitnesses(_ first: CompiledRule, _ second: CompiledRule) -> [Action] {
+        var actions: [Action] = []
+        let a = first.rule.conditions
+        let b = second.rule.conditions
+        if let pathsA = a.paths, let pathsB = b.paths {
+            for (x, y) in pathsA.flatMap({ x in pathsB.map { (x, $0) } }) + pathsB.flatMap({ x in pathsA.map { (x, $0) } }) {
+                let directory = samplePath(x)
+                guard directory.hasSuffix("/x") else { continue }
+                let joined = String(directory.dropLast(2)) + "/" + sample(String(y.split(separator: "/").last ?? "x"))
+                for tool in first.tools.intersection(second.tools) {
+                    switch tool {
+                    case .readFile: actions.append(.readFile(path: joined))
+                    case .writeFile: actions.append(.writeFile(path: joined))
+                    case .listFiles: actions.append(.listFiles(path: joined))
+                    default: break
+                    }
+                }
+            }
+        }
+        if first.tools.contains(.exec) && second.tools.contains(.exec) {
+            let head = (a.argvPrefix ?? b.argvPrefix ?? a.command.map { [$0[0]] } ?? b.command.map { [$0[0]] } ?? ["sh"]).map(sample)
+            let tail = ((a.argvContains ?? []) + (b.argvContains ?? [])).map(sample)
+            actions.append(.exec(argv: head + tail))
+        }
+        return actions
+    }
+
+    /// A string the pattern matches: wildcards become `x`, classes their first member.
+    static func sample(_ pattern: String) -> String {
+        guard case .success(let compiled) = ArgumentPattern.compile(pattern) else { return pattern }
+        var text = String.UnicodeScalarView()
+        for token in compiled.tokens {
+            switch token {
+            case .literal(let scalar): text.append(scalar)
+            case .anyCharacter, .anyRun: text.append("x")
+            case .characterClass(let negated, let ranges):
+                if negated {
+                    let candidate = "abcdefghijklmnopqrstuvwxyz0123456789".unicodeScalars.first { c in !ranges.contains { $0.contains(c) } }
+                    text.append(candidate ?? "_")
+                } else {
+                    text.append(ranges.first?.lowerBound ?? "x")
+                }
+            }
+        }
+        return String(text)
+    }
+
+    /// A path the glob matches: `**` becomes nothing (or `x` at the end).
+    static func samplePath(_ pattern: String) -> String {
+        let absolute = pattern.hasPrefix("/")
+        var parts = pattern.split(separator: "/").map(String.init)
+        if parts.last == "**" { parts[parts.count - 1] = "x" }
+        let sampled = parts.filter { $0 != "**" }.map(sample)
+        return (absolute ? "/" : "/workspace/") + sampled.joined(separator: "/")
+    }
+
+    static func sampleHost(_ pattern: String) -> String {
+        pattern.hasPrefix("*.") ? "x." + pattern.dropFirst(2) : pattern
+    }
+
+    /// The programs a rule's conditions name literally (no wildcards), if they all do.
+    static func literalPrograms(_ conditions: Conditions) -> [String]? {
+        let names = conditions.command ?? conditions.argvPrefix.map { [$0[0]] } ?? conditions.argvExact.map { [$0[0]] }
+        guard let names, names.allSatisfy({ !$0.contains(where: { "*?[\\/".contains($0) }) }) else { return nil }
+        return names
+    }
+
+    /// Programs that named sets bring (the part the checker needs to know of them).
+    static func namedSetPrograms(_ toolset: [String]) -> [String] {
+        var programs: [String] = []
+        if toolset.contains("python") { programs.append("python3") }
+        if toolset.contains("git") { programs.append("git") }
+        if toolset.contains("build-essential") { programs += ["make", "gcc", "cc"] }
+        return programs.filter { !toolset.contains($0) }
+    }
+
+    /// Whether every action `inner` matches is also matched by `outer`, judged on the
+    /// structure of their conditions (conservative: false when unsure).
+    static func covers(_ outer: CompiledRule, _ inner: CompiledRule) -> Bool {
+        guard inner.tools.isSubset(of: outer.tools) else { return false }
+        let o = outer.rule.conditions
+        let i = inner.rule.conditions
+        func prefixCovers(_ outerList: [String]?, _ innerList: [String]?) -> Bool {
+            guard let outerList else { return true }
+            guard let innerList, innerList.count >= outerList.count else { return false }
+            return zip(outerList, innerList).allSatisfy { $0 == $1 || $0 == "*" }
+        }
+        if let command = o.command {
+            guard let innerProgram = i.command ?? i.argvPrefix.map({ [$0[0]] }) ?? i.argvExact.map({ [$0[0]] }),
+                  Set(innerProgram).isSubset(of: Set(command)) || command.contains("*") else { return false }
+        }
+        guard prefixCovers(o.argvPrefix, i.argvPrefix ?? i.argvExact) else { return false }
+        if let contains = o.argvContains {
+            guard let innerContains = i.argvContains, Set(contains).isSubset(of: Set(innerContains)) else { return false }
+        }
+        if let exact = o.argvExact { guard exact == i.argvExact else { return false } }
+        if let paths = o.paths {
+            guard let innerPaths = i.paths else { return false }
+            let outerSet = (try? GlobSet(patterns: paths)) ?? GlobSet([])
+            for path in innerPaths {
+                guard paths.contains(path) || outerSet.matchesPathOrAnyParentComponents(literalPrefix(path), isDirectory: true) else { return false }
+            }
+        }
+        if let hosts = o.hosts {
+            guard let innerHosts = i.hosts else { return false }
+            let patterns = hosts.compactMap(HostPattern.init)
+            guard innerHosts.allSatisfy({ host in hosts.contains(host) || (!host.hasPrefix("*.") && patterns.contains { $0.matches(host) }) }) else { return false }
+        }
+        if let methods = o.methods { guard let innerMethods = i.methods, Set(innerMethods).isSubset(of: Set(methods)) else { return false } }
+        if let urlPaths = o.urlPaths { guard urlPaths == i.urlPaths else { return false } }
+        return true
+    }
+
+    /// The leading names of a relative glob that hold no wildcard; empty when the glob
+    /// starts with one or is absolute.
+    static func literalPrefix(_ pattern: String) -> [[Unicode.Scalar]] {
+        guard !pattern.hasPrefix("/"), pattern.contains("/") else { return [] }
+        var names: [[Unicode.Scalar]] = []
+        for part in pattern.split(separator: "/") {
+            guard !part.contains(where: { "*?[\\".contains($0) }) else { break }
+            names.append(Array(part.unicodeScalars))
+        }
+        return names
+    }
+}
