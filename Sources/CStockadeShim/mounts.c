@@ -193,6 +193,20 @@ static void read_only_beneath(const struct stockade_mount_op *op) {
     close(target_fd);
 }
 
+/// Binds the directory `relative` below `base` over itself, with its submounts and
+/// flags unchanged: a mount point cannot be renamed or removed, so the protected
+/// entries inside it cannot be moved aside and replaced.
+static void pin_beneath(const struct stockade_mount_op *op) {
+    int target_fd = open_beneath(op->path, op->source);
+    if (target_fd < 0) return;
+    int tree = (int)syscall(SYS_open_tree, target_fd, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH);
+    if (tree < 0) stockade_child_fail("prepare a mount for", op->source, errno);
+    if (syscall(SYS_move_mount, tree, "", target_fd, "", STOCKADE_MOVE_MOUNT_F_EMPTY_PATH | STOCKADE_MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        stockade_child_fail("pin", op->source, errno);
+    close(tree);
+    close(target_fd);
+}
+
 static void carry_out(const struct stockade_mount_op *op, const struct stockade_spawn_config *config) {
     char target[PATH_MAX];
     join(target, NEWROOT, op->path);
@@ -251,6 +265,9 @@ static void carry_out(const struct stockade_mount_op *op, const struct stockade_
         break;
     case STOCKADE_MOUNT_READONLY_BENEATH:
         read_only_beneath(op);
+        break;
+    case STOCKADE_MOUNT_PIN_BENEATH:
+        pin_beneath(op);
         break;
     default:
         stockade_child_fail("carry out an unknown mount step for", op->path, EINVAL);

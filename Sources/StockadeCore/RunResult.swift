@@ -23,6 +23,10 @@ public struct RunResult: Codable, Equatable, Sendable {
     /// Protections that were not available on this host and were left out (for
     /// example "landlock"); reported, never silently dropped.
     public var degraded: [String]
+    /// Protected files that were missing when the sandbox started and exist now: the
+    /// command created them (a placeholder stands in only for missing directories).
+    /// Review them before any tool reads them.
+    public var createdProtected: [String] = []
 
     public init(
         exitCode: Int32, signal: Int32? = nil, limit: LimitKind? = nil, limitDescription: String? = nil,

@@ -83,12 +83,42 @@ public struct WorkspaceGrant: Codable, Equatable, Sendable {
     /// The workspace entries those patterns matched when the plan was compiled,
     /// relative to `hostPath`; each is masked inside the sandbox.
     public var hiddenEntries: [String]
-    public init(hostPath: String, sandboxPath: String, readOnly: Bool, hiddenPatterns: [String], hiddenEntries: [String]) {
+    /// The glob patterns of entries that stay read-only in a writable workspace.
+    public var protectedPatterns: [String]
+    /// The entries those patterns matched, relative to `hostPath`.
+    public var protectedEntries: [String]
+    /// Protected names missing from the workspace: the backend creates each, empty, for
+    /// the sandbox's lifetime, so that the command cannot create them either, and
+    /// removes it afterwards if it is still empty.
+    public var placeholders: [WorkspacePlaceholder]
+    /// Protected file names missing from the workspace root: checked again after the
+    /// run, and reported if the command created them.
+    public var watchedNames: [String] = []
+
+    public init(
+        hostPath: String, sandboxPath: String, readOnly: Bool, hiddenPatterns: [String], hiddenEntries: [String],
+        protectedPatterns: [String] = [], protectedEntries: [String] = [], placeholders: [WorkspacePlaceholder] = []
+    ) {
         self.hostPath = hostPath
         self.sandboxPath = sandboxPath
         self.readOnly = readOnly
         self.hiddenPatterns = hiddenPatterns
         self.hiddenEntries = hiddenEntries
+        self.protectedPatterns = protectedPatterns
+        self.protectedEntries = protectedEntries
+        self.placeholders = placeholders
+    }
+}
+
+/// An empty file or directory that stands in the workspace for a protected name.
+public struct WorkspacePlaceholder: Codable, Equatable, Sendable {
+    /// Relative to the workspace root.
+    public var relativePath: String
+    public var isDirectory: Bool
+
+    public init(relativePath: String, isDirectory: Bool) {
+        self.relativePath = relativePath
+        self.isDirectory = isDirectory
     }
 }
 
@@ -121,6 +151,10 @@ public enum MountOperation: Codable, Equatable, Sendable {
     /// Makes a path below a mount read-only (bound over itself), resolved beneath
     /// `base` without following symlinks. A symlink there is left alone.
     case readOnlyBeneath(base: String, relativePath: String)
+    /// Binds a directory below a mount over itself, unchanged, so that it cannot be
+    /// renamed or removed (a mount point is busy): the parents of protected entries,
+    /// which a command could otherwise move aside and recreate without the protection.
+    case pinBeneath(base: String, relativePath: String)
 }
 
 /// Network access of the sandbox.

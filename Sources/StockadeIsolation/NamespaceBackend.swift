@@ -54,6 +54,7 @@ public struct NamespaceBackend: IsolationBackend {
             limits: CgroupLimits(memoryBytes: plan.limits.memoryBytes, pids: plan.limits.pids)
         )
         if cgroup == nil { degraded.append("cgroups") }
+        let placeholders = try WorkspacePlaceholders.create(for: plan.workspace)
 
         // The sandbox's ends close when start returns (the child holds copies); ours
         // are released to the sandbox object, or closed on every failure path.
@@ -62,7 +63,12 @@ public struct NamespaceBackend: IsolationBackend {
         var ourEnds = PipeSet()
         defer { ourEnds.closeAll() }
         var launchedSandbox = false
-        defer { if !launchedSandbox { cgroup?.destroy() } }
+        defer {
+            if !launchedSandbox {
+                cgroup?.destroy()
+                placeholders.remove()
+            }
+        }
         func pipe() throws -> (read: Int32, write: Int32) {
             let made = try ourEnds.make()
             childEnds.adopt(ourEnds.release(made.write))
@@ -117,8 +123,9 @@ public struct NamespaceBackend: IsolationBackend {
         ourEnds.release(stdoutPipe.read)
         ourEnds.release(stderrPipe.read)
         return NamespaceSandbox(
-            plan: plan, launched: launched, cgroup: cgroup, stdoutFD: stdoutPipe.read, stderrFD: stderrPipe.read,
-            output: output, input: pump, started: started, degraded: degraded, forwardSignals: forwardSignals
+            plan: plan, launched: launched, cgroup: cgroup, placeholders: placeholders, stdoutFD: stdoutPipe.read,
+            stderrFD: stderrPipe.read, output: output, input: pump, started: started, degraded: degraded,
+            forwardSignals: forwardSignals
         )
     }
 

@@ -9,6 +9,8 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
     let plan: SandboxPlan
     private let launched: LaunchedSandbox
     private let cgroup: SandboxCgroup?
+    /// Removed once every process of the sandbox is gone.
+    private let placeholders: WorkspacePlaceholders
     private let stdoutFD: Int32
     private let stderrFD: Int32
     private let output: OutputHandling
@@ -27,10 +29,12 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
     private static let cgroupPollMilliseconds: Int32 = 20
 
     init(
-        plan: SandboxPlan, launched: LaunchedSandbox, cgroup: SandboxCgroup?, stdoutFD: Int32, stderrFD: Int32,
-        output: OutputHandling, input: InputPump?, started: UInt64, degraded: [String], forwardSignals: Bool
+        plan: SandboxPlan, launched: LaunchedSandbox, cgroup: SandboxCgroup?, placeholders: WorkspacePlaceholders,
+        stdoutFD: Int32, stderrFD: Int32, output: OutputHandling, input: InputPump?, started: UInt64, degraded: [String],
+        forwardSignals: Bool
     ) {
         self.input = input
+        self.placeholders = placeholders
         self.plan = plan
         self.launched = launched
         self.cgroup = cgroup
@@ -142,6 +146,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             if cgroup.pidsLimitHit() { state.withLock { if $0.killedFor == nil { $0.killedFor = .pids } } }
             cgroup.destroy()
         }
+        placeholders.remove()
         if let pollFailure {
             throw StockadeError(.internalError, "failed to wait for the sandbox: poll: \(errnoText(pollFailure)). The sandbox was ended")
         }
@@ -151,6 +156,12 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         result.stderr = stderr.captured
         result.stdoutTruncated = stdout.truncated
         result.stderrTruncated = stderr.truncated
+        if let workspace = plan.workspace {
+            result.createdProtected = workspace.watchedNames.filter { name in
+                var info = stat()
+                return lstat(workspace.hostPath + "/" + name, &info) == 0
+            }
+        }
         switch report {
         case .exited(let code):
             result.exitCode = code

@@ -69,6 +69,7 @@ public enum PlanCompiler {
         for entry in workspace.hiddenEntries {
             mounts.append(.mask(base: workspace.sandboxPath, relativePath: entry))
         }
+        mounts += protectionMounts(workspace)
         // A policy kept inside a writable workspace must not be rewritable by the
         // command it constrains (the next run would load the loosened policy). The
         // whole top-level entry that holds it is made read-only: protecting only the
@@ -89,6 +90,62 @@ public enum PlanCompiler {
             limits: limits,
             seccomp: .default
         )
+    }
+
+    /// Read-only binds of the protected entries (existing ones and placeholders), after
+    /// pins of the directories that hold them: parents first, so that a pin (a
+    /// recursive bind) never covers a protection made before it.
+    static func protectionMounts(_ workspace: WorkspaceGrant) -> [MountOperation] {
+        guard !workspace.readOnly else { return [] }
+        let entries = workspace.protectedEntries + workspace.placeholders.map(\.relativePath)
+        var parents = Set<String>()
+        for entry in entries {
+            let names = entry.split(separator: "/")
+            for length in stride(from: 1, to: names.count, by: 1) {
+                parents.insert(names[..<length].joined(separator: "/"))
+            }
+        }
+        var mounts: [MountOperation] = parents.sorted { $0.split(separator: "/").count < $1.split(separator: "/").count || ($0.split(separator: "/").count == $1.split(separator: "/").count && $0 < $1) }
+            .map { .pinBeneath(base: workspace.sandboxPath, relativePath: $0) }
+        mounts += Array(Set(entries)).sorted().map { .readOnlyBeneath(base: workspace.sandboxPath, relativePath: $0) }
+        return mounts
+    }
+
+    /// Protected directories to stand in for, when missing: literal patterns only, at
+    /// the workspace root (`.vscode/`) or below an existing directory (`.git/hooks/`).
+    /// Empty directories are invisible to git and to most tools. An empty file
+    /// (`.mcp.json`) would not be, and could break the tool that reads it; and a
+    /// placeholder `.git` would forbid `git init`. Those missing names are watched
+    /// instead (`watchedNames`): reported after the run if the command created them.
+    static func placeholders(for patterns: [String], in root: String, hidden: [String]) -> (directories: [WorkspacePlaceholder], watchedFiles: [String]) {
+        var result: [WorkspacePlaceholder] = []
+        var watched: [String] = []
+        for pattern in patterns where !pattern.contains(where: { "*?[\\".contains($0) }) {
+            let directoryOnly = pattern.hasSuffix("/")
+            let names = pattern.split(separator: "/").map(String.init)
+            guard !names.isEmpty, !names.contains("."), !names.contains("..") else { continue }
+            var relative = ""
+            for (index, name) in names.enumerated() {
+                relative = relative.isEmpty ? name : relative + "/" + name
+                var info = stat()
+                if lstat(root + "/" + relative, &info) == 0 {
+                    // Present: go on below it if it is a real directory, else stop.
+                    if (info.st_mode & S_IFMT) != S_IFDIR { break }
+                    continue
+                }
+                let isDirectory = index < names.count - 1 || directoryOnly
+                if hidden.contains(where: { relative == $0 || relative.hasPrefix($0 + "/") }) { break }
+                if isDirectory && (index > 0 || names.count == 1) {
+                    if !result.contains(where: { $0.relativePath == relative }) {
+                        result.append(WorkspacePlaceholder(relativePath: relative, isDirectory: true))
+                    }
+                } else if index == 0, !watched.contains(relative) {
+                    watched.append(relative)
+                }
+                break
+            }
+        }
+        return (result, watched)
     }
 
     /// Resolves a policy's read_only paths (symlinks included) and refuses those that
@@ -235,7 +292,12 @@ public enum PlanCompiler {
         }
         let patterns = HiddenDefaults.patterns + request.policy.hiddenPatterns + request.hide
         let globs = try GlobSet(patterns: patterns)
-        let hidden = WorkspaceScanner.hiddenEntries(in: hostPath, matching: globs)
+        let readOnly = request.readOnlyWorkspace ?? request.policy.workspaceReadOnly ?? false
+        let protectedPatterns = ProtectedDefaults.patterns + request.policy.protectedPatterns
+        // One walk finds both; in a read-only workspace nothing needs protecting.
+        let found = WorkspaceScanner.entries(
+            in: hostPath, matching: readOnly ? [globs] : [globs, try GlobSet(patterns: protectedPatterns)])
+        let hidden = found[0]
         // Each hidden entry is a mount, and the kernel caps mounts per namespace
         // (fs.mount-max, 100,000 by default): a workspace full of matching files (one a
         // sandbox may have made on purpose) must fail clearly, not half-way.
@@ -245,11 +307,25 @@ public enum PlanCompiler {
                 "failed to hide workspace entries: \(hidden.count) match the hidden patterns, more than \(maximumHiddenEntries). Hide their directory instead (--hide DIR) or remove them"
             )
         }
-        return WorkspaceGrant(
-            hostPath: hostPath, sandboxPath: sandboxPath,
-            readOnly: request.readOnlyWorkspace ?? request.policy.workspaceReadOnly ?? false,
-            hiddenPatterns: patterns, hiddenEntries: hidden
+        var protectedEntries: [String] = []
+        var placeholders: [WorkspacePlaceholder] = []
+        var watched: [String] = []
+        if !readOnly {
+            protectedEntries = found[1].filter { entry in !hidden.contains { entry == $0 || entry.hasPrefix($0 + "/") } }
+            (placeholders, watched) = Self.placeholders(for: protectedPatterns, in: hostPath, hidden: hidden)
+        }
+        if hidden.count + protectedEntries.count > maximumHiddenEntries {
+            throw StockadeError(
+                .invalidArgument,
+                "failed to protect workspace entries: \(protectedEntries.count) match the protected patterns. Protect their directory instead")
+        }
+        var grant = WorkspaceGrant(
+            hostPath: hostPath, sandboxPath: sandboxPath, readOnly: readOnly,
+            hiddenPatterns: patterns, hiddenEntries: hidden,
+            protectedPatterns: protectedPatterns, protectedEntries: protectedEntries, placeholders: placeholders
         )
+        grant.watchedNames = watched
+        return grant
     }
 
     static func environment(_ request: RunRequest, user: SandboxUser) throws -> [EnvironmentVariable] {

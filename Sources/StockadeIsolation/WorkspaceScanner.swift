@@ -14,7 +14,13 @@ enum WorkspaceScanner {
     }
 
     static func hiddenEntries(in root: String, matching globs: GlobSet) -> [String] {
-        var found: [String] = []
+        entries(in: root, matching: [globs])[0]
+    }
+
+    /// The entries each set matches, in one walk. The walk does not descend into an
+    /// entry that any set matched (what lies below is hidden or protected with it).
+    static func entries(in root: String, matching sets: [GlobSet]) -> [[String]] {
+        var found = [[String]](repeating: [], count: sets.count)
         var pending = [Pending(relative: "", components: [])]
         while let directory = pending.popLast() {
             let path = directory.relative.isEmpty ? root : root + "/" + directory.relative
@@ -36,18 +42,21 @@ enum WorkspaceScanner {
                 let isDirectory = type == UInt8(DT_DIR)
                 var components = directory.components
                 components.append(Array(name.unicodeScalars))
-                if globs.matches(components: components, isDirectory: isDirectory) {
+                var matched = false
+                for (index, globs) in sets.enumerated() where globs.matches(components: components, isDirectory: isDirectory) {
+                    matched = true
                     if type == UInt8(DT_LNK) {
-                        if let target = resolvedInside(root: root, relative: relative) { found.append(target) }
+                        if let target = resolvedInside(root: root, relative: relative) { found[index].append(target) }
                     } else {
-                        found.append(relative)
+                        found[index].append(relative)
                     }
-                } else if isDirectory {
+                }
+                if !matched && isDirectory {
                     pending.append(Pending(relative: relative, components: components))
                 }
             }
         }
-        return Array(Set(found)).sorted()
+        return found.map { Array(Set($0)).sorted() }
     }
 
     /// The workspace-relative path a symlink resolves to, when it lies strictly inside.

@@ -52,6 +52,13 @@ public struct Verdict: Equatable, Sendable, CustomStringConvertible {
     /// Why, in words: the rule's `reason`, or stockade's own explanation.
     public var reason: String
 
+    public init(decision: Decision, basis: Basis, ruleID: String? = nil, reason: String) {
+        self.decision = decision
+        self.basis = basis
+        self.ruleID = ruleID
+        self.reason = reason
+    }
+
     /// One line for the agent and the log: "denied by rule no-push: git push needs approval".
     public var description: String {
         let verb: String

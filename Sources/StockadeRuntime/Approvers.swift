@@ -90,55 +90,91 @@ public struct CommandApprover: Approver {
 
     public func review(_ request: ApprovalRequest, timeout: Duration) -> ApprovalAnswer {
         guard let program = argv.first else { return .denied(reason: "no approver command is configured") }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = Array(argv.dropFirst())
-        let stdin = Pipe()
-        let stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = FileHandle.standardError
-        do {
-            try process.run()
-        } catch {
-            return .denied(reason: "the approver command \(program) could not start: \(error.localizedDescription)")
-        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         var payload = (try? encoder.encode(request)) ?? Data()
         payload.append(UInt8(ascii: "\n"))
-        try? stdin.fileHandleForWriting.write(contentsOf: payload)
-        try? stdin.fileHandleForWriting.close()
 
-        let fd = stdout.fileHandleForReading.fileDescriptor
+        var toChild: [Int32] = [-1, -1]
+        var fromChild: [Int32] = [-1, -1]
+        guard pipe(&toChild) == 0 else { return .denied(reason: "the approver command could not start: pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fromChild) == 0 else {
+            close(toChild[0]); close(toChild[1])
+            return .denied(reason: "the approver command could not start: pipe: \(String(cString: strerror(errno)))")
+        }
+        // Our ends must not leak into the child, nor into sandboxes started meanwhile.
+        _ = fcntl(toChild[1], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fromChild[0], F_SETFD, FD_CLOEXEC)
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, toChild[0], STDIN_FILENO)
+        posix_spawn_file_actions_adddup2(&actions, fromChild[1], STDOUT_FILENO)
+        // The approver runs in a process group of its own, so that a timeout kills it
+        // and everything it started, not only the first process.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var pid: pid_t = 0
+        let arguments = argv.map { strdup($0) } + [nil]
+        defer { arguments.forEach { free($0) } }
+        let spawned = posix_spawn(&pid, program, &actions, &attributes, arguments, environ)
+        close(toChild[0])
+        close(fromChild[1])
+        guard spawned == 0 else {
+            close(toChild[1])
+            close(fromChild[0])
+            return .denied(reason: "the approver command \(program) could not start: \(String(cString: strerror(spawned)))")
+        }
+        defer {
+            kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            close(fromChild[0])
+        }
+        payload.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(toChild[1], raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { break }
+                offset += written
+            }
+        }
+        close(toChild[1])
+
         var answer = Data()
         let deadline = ContinuousClock.now + timeout
         var buffer = [UInt8](repeating: 0, count: 4096)
-        reading: while true {
+        while true {
             let remaining = deadline - ContinuousClock.now
-            if remaining <= .zero {
-                process.terminate()
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-                return .timedOut
-            }
-            var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if remaining <= .zero { return .timedOut }
+            var descriptor = pollfd(fd: fromChild[0], events: Int16(POLLIN), revents: 0)
             let milliseconds = Int32(clamping: remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1)
             let ready = poll(&descriptor, 1, milliseconds)
             if ready <= 0 { continue }
-            let count = read(fd, &buffer, buffer.count)
+            let count = read(fromChild[0], &buffer, buffer.count)
             if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break reading }
+            if count <= 0 { break }
             answer.append(contentsOf: buffer[0..<count])
             if answer.count > Self.maximumAnswer {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
                 return .denied(reason: "the approver command wrote more than \(Self.maximumAnswer) bytes")
             }
         }
-        process.waitUntilExit()
-        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
-            return .denied(reason: "the approver command \(program) failed (status \(process.terminationStatus))")
+        // End of output: the answer is complete once the program exits successfully.
+        var status: Int32 = 0
+        var waited: pid_t = -1
+        while true {
+            waited = waitpid(pid, &status, WNOHANG)
+            if waited != 0 || ContinuousClock.now >= deadline { break }
+            usleep(2000)
+        }
+        guard waited == pid else { return .timedOut }
+        let exitedCleanly = (status & 0x7f) == 0 && ((status >> 8) & 0xff) == 0
+        guard exitedCleanly else {
+            return .denied(reason: "the approver command \(program) failed (wait status \(status))")
         }
         struct Answer: Decodable {
             var decision: String

@@ -89,7 +89,7 @@ public enum Landlock {
                 // /proc/self/... is written by ordinary programs (oom_score_adj, comm);
                 // execute allows re-exec through /proc/self/exe.
                 rules.append(Rule(path: path, access: [.readExecute, .writeFile]))
-            case .directory, .file, .symlink, .readOnly, .mask, .readOnlyBeneath:
+            case .directory, .file, .symlink, .readOnly, .mask, .readOnlyBeneath, .pinBeneath:
                 continue
             }
         }

@@ -325,6 +325,10 @@ struct CArena {
             op.kind = Int32(STOCKADE_MOUNT_READONLY_BENEATH.rawValue)
             op.path = UnsafePointer(string(base))
             op.source = UnsafePointer(string(relativePath))
+        case .pinBeneath(let base, let relativePath):
+            op.kind = Int32(STOCKADE_MOUNT_PIN_BENEATH.rawValue)
+            op.path = UnsafePointer(string(base))
+            op.source = UnsafePointer(string(relativePath))
         }
         return op
     }

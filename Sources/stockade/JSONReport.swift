@@ -14,6 +14,7 @@ enum JSONReport {
             "stdout_truncated": result.stdoutTruncated,
             "stderr_truncated": result.stderrTruncated,
             "degraded": result.degraded,
+            "created_protected": result.createdProtected,
         ]
         if let description = result.limitDescription { object["limit_description"] = description }
         add(result.stdout, key: "stdout", to: &object)
@@ -26,6 +27,19 @@ enum JSONReport {
             "exit_code": Int(exitCode),
             "error": ["code": error.code.description, "message": error.message],
         ])
+    }
+
+    /// A command the validation layer refused: it never ran.
+    static func refusal(_ authorization: Authorization) -> Data {
+        var refusal: [String: Any] = [
+            "decision": authorization.verdict.decision.rawValue,
+            "basis": authorization.verdict.basis.rawValue,
+            "rule": authorization.verdict.ruleID as Any? ?? NSNull(),
+            "reason": authorization.verdict.reason,
+            "message": authorization.refusal,
+        ]
+        if authorization.answer != nil { refusal["approved"] = false }
+        return encode(["exit_code": Int(Stockade.ExitStatus.startFailed), "refused": refusal])
     }
 
     /// Text when the bytes are UTF-8; otherwise base64 under `<key>_base64`.

@@ -84,6 +84,28 @@ struct RunCommand: ParsableCommand {
             hide: hide, environment: env, limits: limits
         )
         let plan = try Runner.plan(request)
+        let effective = policyDocument.resolved()
+        try checkTier(effective)
+
+        // The validation layer decides the command before anything starts.
+        let action = Action.exec(argv: command, workingDirectory: plan.workingDirectory)
+        let policyGuard = try PolicyGuard(policyDocument)
+        if dryRun {
+            StandardStreams.err("stockade: decision: \(policyGuard.decide(action))\n")
+        } else {
+            let settings = effective.approval ?? ApprovalSettings()
+            let authorization = ActionGate.authorize(
+                action, guard: policyGuard, label: .initial, approver: settings.makeApprover(), timeout: settings.timeout,
+                ledger: ApprovalLedger())
+            guard authorization.allowed else {
+                if json { StandardStreams.out(JSONReport.refusal(authorization)) }
+                StandardStreams.err("stockade: \(authorization.refusal)\n")
+                throw ExitCode(Stockade.ExitStatus.startFailed)
+            }
+            if let network = effective.network, network.grantsAccess {
+                StandardStreams.err("stockade: note: this version does not enforce network allowlists yet; the sandbox has no network\n")
+            }
+        }
         if dryRun {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -121,10 +143,22 @@ struct RunCommand: ParsableCommand {
                 StandardStreams.err("stockade: note: no usable cgroups here; memory and process limits fall back to rlimits (per process, not for the sandbox as a whole)\n")
             }
         }
+        for name in result.createdProtected {
+            StandardStreams.err("stockade: warning: the command created \(name) in the workspace, a protected file that runs code or configures tools outside the sandbox; review it before anything reads it\n")
+        }
         if let description = result.limitDescription {
             StandardStreams.err("stockade: limit exceeded: \(description)\n")
         }
         throw ExitCode(result.exitCode)
+    }
+
+    /// Only the namespaces tier exists in this version: a policy that asks for another
+    /// fails rather than running with weaker isolation than it named.
+    private func checkTier(_ policy: PolicyDocument) throws {
+        guard let tier = policy.isolation?.tier, tier != .auto, tier != .namespaces else { return }
+        throw StockadeError(
+            .unsupported,
+            "failed to start the sandbox: the policy asks for isolation tier '\(tier.rawValue)', which this version of stockade does not have. Use 'namespaces' or 'auto'")
     }
 
     private func duration(_ text: String?, flag: String) throws -> UInt64? {

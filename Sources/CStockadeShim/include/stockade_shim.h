@@ -24,6 +24,10 @@
 /// RLIMIT_NPROC, which glibc hides from Swift behind __USE_MISC.
 #define STOCKADE_RLIMIT_NPROC 6
 
+/// O_PATH and AT_EMPTY_PATH, hidden from Swift behind __USE_GNU.
+#define STOCKADE_O_PATH 010000000
+#define STOCKADE_AT_EMPTY_PATH_FLAG 0x1000
+
 /// One step of building the sandbox root; mirrors Swift's `MountOperation`.
 enum stockade_mount_kind {
     STOCKADE_MOUNT_DIRECTORY = 1,
@@ -37,6 +41,7 @@ enum stockade_mount_kind {
     STOCKADE_MOUNT_READONLY = 9,
     STOCKADE_MOUNT_MASK = 10,
     STOCKADE_MOUNT_READONLY_BENEATH = 11,
+    STOCKADE_MOUNT_PIN_BENEATH = 12,
 };
 
 struct stockade_mount_op {
@@ -44,7 +49,7 @@ struct stockade_mount_op {
     /// Sandbox path (absolute), or for MASK the base directory inside the sandbox.
     const char *_Nullable path;
     /// Host path for BIND/DEVICE, link target for SYMLINK, contents for FILE,
-    /// path relative to `path` for MASK and READONLY_BENEATH; NULL otherwise.
+    /// path relative to `path` for MASK, READONLY_BENEATH and PIN_BENEATH; NULL otherwise.
     const char *_Nullable source;
     size_t source_length;
     unsigned int mode;
@@ -148,6 +153,12 @@ int stockade_landlock_abi(void);
 /// Sealed against writes, so a sandboxed process that reaches it through /proc/1/exe
 /// cannot change what the next sandbox runs (CVE-2019-5736).
 int stockade_sealed_executable(const char *_Nonnull path);
+
+/// openat2(2) relative to `dirfd`, confined beneath it, following no symlink and no
+/// magic link (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS); O_CLOEXEC
+/// is added to `flags`. Returns the fd or -errno (-EXDEV for an escape, -ELOOP for a
+/// symlink on the way).
+int stockade_open_beneath(int dirfd, const char *_Nonnull path, int flags, unsigned int mode);
 
 /// pipe2(O_CLOEXEC), which Swift does not see. Returns 0 or -errno.
 int stockade_cloexec_pipe(int *_Nonnull fds);
