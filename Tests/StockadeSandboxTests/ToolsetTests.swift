@@ -186,6 +186,20 @@ import Testing
         #expect(above.message.contains("writable by other users"), "\(above.message)")
     }
 
+    @Test("a cache on another file system holds copies, with their modes", .enabled(if: FileManager.default.fileExists(atPath: "/dev/shm")))
+    func copies() throws {
+        let base = "/dev/shm/stockade-test-toolset-\(UUID().uuidString.prefix(8))"
+        defer { Harness.remove(base) }
+        let root = try ToolsetCache(base: base).root(for: ["sh"])
+        let program = Self.real("/bin/sh")
+        let host = try FileManager.default.attributesOfItem(atPath: program)
+        let copy = try FileManager.default.attributesOfItem(atPath: root.path + program)
+        guard host[.systemNumber] as? Int != copy[.systemNumber] as? Int else { return }  // /dev/shm shares the file system
+        #expect(host[.systemFileNumber] as? Int != copy[.systemFileNumber] as? Int)
+        #expect(copy[.posixPermissions] as? Int == (host[.posixPermissions] as? Int ?? 0) & 0o755)
+        #expect(FileManager.default.contentsEqual(atPath: program, andPath: root.path + program))
+    }
+
     @Test("a second request hits the cache and builds nothing")
     func cacheHit() throws {
         let directory = try Harness.temporaryDirectory("toolset-cache")
@@ -290,6 +304,24 @@ extension SandboxSuite {
             // --dry-run shows the same toolset and key.
             let plan = try Harness.stockade(["run", "--dry-run", "--toolset", "sh", "--", "true"], environment: Self.environment(cache: cache))
             #expect(plan.stdout.contains("\"key\" : \"\(built[0])\""), "\(plan.stdout)")
+        }
+
+        @Test("rootless: an unprivileged user's toolset is its own copy and works the same", .enabled(if: Harness.isRoot, "needs root to create and switch to an unprivileged test user"))
+        func rootless() throws {
+            let user = try #require(Harness.unprivilegedUser, "could not create the unprivileged test user")
+            let directory = "/tmp/stockade-rootless-toolset-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { Harness.remove(directory) }
+            _ = try Harness.run(["/bin/chown", "\(user):\(user)", directory], environment: [:])
+            let out = try Harness.run(
+                ["/usr/bin/setpriv", "--reuid=\(user)", "--regid=\(user)", "--init-groups", "--reset-env", "--",
+                 "/usr/bin/env", "STOCKADE_CACHE_DIR=\(directory)/cache", Harness.binary,
+                 "run", "--toolset", "sh", "--toolset", "ls", "--workspace", directory, "--", "sh", "-c", "ls /usr/bin; command -v cat || echo cat-absent"],
+                environment: [:]
+            )
+            #expect(out.status == 0, "\(out.stderr)")
+            #expect(out.stdout.contains("ls\n"))
+            #expect(out.stdout.hasSuffix("cat-absent\n"), "\(out.stdout)")
         }
 
         @Test("an unknown toolset name or an unsafe cache stops the run with exit 125")
