@@ -44,7 +44,7 @@ let package = Package(
             "StockadeCore", "StockadePolicy", "StockadeIsolation",
         ]),
         .executableTarget(name: "stockade", dependencies: [
-            "StockadeRuntime",
+            "StockadeRuntime", "StockadeSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // In-process spawn latency, for bench/run.sh.

@@ -98,6 +98,31 @@ int stockade_idmapped_tree(const char *path, int userns_fd, int read_only) {
     return tree;
 }
 
+int stockade_detached_tree(const char *path) {
+    // Resolved when the plan was made: a symlink on it now is an attack, so none is
+    // followed.
+    struct stockade_open_how how = {
+        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+        .mode = 0,
+        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
+    };
+    int directory = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (directory < 0) return -errno;
+    int tree = (int)syscall(SYS_open_tree, directory, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH | O_CLOEXEC);
+    int saved = errno;
+    close(directory);
+    if (tree < 0) return -saved;
+    struct stockade_mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = STOCKADE_MOUNT_ATTR_RDONLY | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
+    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH | STOCKADE_AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+        int saved = errno;
+        close(tree);
+        return -saved;
+    }
+    return tree;
+}
+
 int stockade_sealed_executable(const char *path) {
     int source = open(path, O_RDONLY | O_CLOEXEC);
     if (source < 0) return -errno;

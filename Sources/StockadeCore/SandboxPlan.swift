@@ -27,11 +27,14 @@ public struct SandboxPlan: Codable, Equatable, Sendable {
     public var limits: ResourceLimits
     /// The system-call filter to install last, just before exec.
     public var seccomp: SeccompProfile
+    /// The toolset whose root replaces the host's /usr, if one was asked for (its binds
+    /// are in `mounts`; kept here for reports).
+    public var toolset: ToolsetGrant?
 
     public init(
         command: [String], environment: [EnvironmentVariable], workingDirectory: String,
         hostname: String, user: SandboxUser, mounts: [MountOperation], workspace: WorkspaceGrant?,
-        network: NetworkMode, limits: ResourceLimits, seccomp: SeccompProfile
+        network: NetworkMode, limits: ResourceLimits, seccomp: SeccompProfile, toolset: ToolsetGrant? = nil
     ) {
         self.command = command
         self.environment = environment
@@ -43,6 +46,22 @@ public struct SandboxPlan: Codable, Equatable, Sendable {
         self.network = network
         self.limits = limits
         self.seccomp = seccomp
+        self.toolset = toolset
+    }
+}
+
+/// A toolset in a plan: the names asked for and the cached root that holds them.
+public struct ToolsetGrant: Codable, Equatable, Sendable {
+    /// The names as asked for (programs, named sets, absolute paths), repeats dropped.
+    public var names: [String]
+    /// SHA-256 of the resolved manifest: changes whenever a file of the toolset changes.
+    public var key: String
+    /// The host directory holding the root's tree.
+    public var rootPath: String
+    public init(names: [String], key: String, rootPath: String) {
+        self.names = names
+        self.key = key
+        self.rootPath = rootPath
     }
 }
 

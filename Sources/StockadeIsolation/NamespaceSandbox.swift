@@ -169,7 +169,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             result.exitCode = 128 + number
             result.signal = number
         case .execFailed(let error):
-            throw Self.execError(error, command: plan.command)
+            throw Self.execError(error, command: plan.command, toolset: plan.toolset)
         case .missing:
             // stockade-init was killed (by us, for a limit, or by the kernel's OOM killer).
             result.exitCode = 128 + SIGKILL
@@ -283,8 +283,14 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         }
     }
 
-    private static func execError(_ error: Int32, command: [String]) -> StockadeError {
+    private static func execError(_ error: Int32, command: [String], toolset: ToolsetGrant?) -> StockadeError {
         let name = command.first ?? ""
+        if error == ENOENT, let toolset {
+            return StockadeError(
+                .notFound,
+                "failed to run '\(name)': not found inside the sandbox. Its toolset holds only \(toolset.names.joined(separator: ", ")) and what they need; add the program to the toolset (stockade toolset show NAME... lists what a toolset holds)"
+            )
+        }
         if error == ENOENT {
             return StockadeError(
                 .notFound,

@@ -1,6 +1,7 @@
 import Foundation
 import StockadeCore
 import StockadePolicy
+import StockadeSystem
 
 /// What a caller asks for beyond the policy: the command and the flags of `stockade
 /// run`. A flag overrides the policy; the policy overrides the defaults.
@@ -15,12 +16,15 @@ public struct RunRequest: Sendable {
     public var limits: PolicyLimits
     public var callerEnvironment: [String: String]
     public var currentDirectory: String
+    /// Programs and named sets that make up the sandbox's system view instead of the
+    /// host's whole /usr (see `ToolsetResolver`); nil binds the host's /usr.
+    public var toolset: [String]?
 
     public init(
         command: [String], policy: PolicyDocument = .default, workspace: String? = nil, readOnlyWorkspace: Bool? = nil,
         hide: [String] = [], environment: [String] = [], limits: PolicyLimits = PolicyLimits(),
         callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
-        currentDirectory: String = FileManager.default.currentDirectoryPath
+        currentDirectory: String = FileManager.default.currentDirectoryPath, toolset: [String]? = nil
     ) {
         self.command = command
         self.policy = policy
@@ -31,6 +35,7 @@ public struct RunRequest: Sendable {
         self.limits = limits
         self.callerEnvironment = callerEnvironment
         self.currentDirectory = currentDirectory
+        self.toolset = toolset
     }
 }
 
@@ -64,7 +69,9 @@ public enum PlanCompiler {
         let workspace = try workspaceGrant(request)
         let readOnlyPaths = try resolveReadOnlyPaths(request.policy.readOnlyPaths)
         let limits = resolveLimits(request)
-        var mounts = systemView(user: user, readOnlyPaths: readOnlyPaths, limits: limits)
+        // --toolset replaces the policy's toolset; neither means the whole system view.
+        let toolset = try (request.toolset ?? request.policy.toolset).map { try toolsetRoot($0, environment: request.callerEnvironment) }
+        var mounts = systemView(user: user, readOnlyPaths: readOnlyPaths, limits: limits, toolset: toolset)
         mounts.append(.bind(source: workspace.hostPath, path: workspace.sandboxPath, readOnly: workspace.readOnly))
         for entry in workspace.hiddenEntries {
             mounts.append(.mask(base: workspace.sandboxPath, relativePath: entry))
@@ -88,7 +95,8 @@ public enum PlanCompiler {
             workspace: workspace,
             network: .none,
             limits: limits,
-            seccomp: .default
+            seccomp: .default,
+            toolset: toolset.map { ToolsetGrant(names: ToolsetResolver.uniqueNames($0.names), key: $0.root.key, rootPath: $0.root.path) }
         )
     }
 
@@ -196,15 +204,44 @@ public enum PlanCompiler {
         )
     }
 
+    /// The cached root of a toolset (built on first use).
+    static func toolsetRoot(_ names: [String], environment: [String: String]) throws -> (names: [String], root: ToolsetRoot) {
+        if names.isEmpty {
+            throw StockadeError(.invalidPolicy, "failed to plan the sandbox: the toolset is empty, so no program could run. Name at least one program (sh, say)")
+        }
+        let cache = try ToolsetCache(base: try ToolsetCache.defaultBase(environment: environment))
+        return (names, try cache.root(for: names))
+    }
+
     /// The read-only system view. Host paths that are symlinks (merged /usr) are
-    /// recreated as the same symlinks; missing ones are left out.
-    static func systemView(user: SandboxUser, readOnlyPaths: [(source: String, path: String)], limits: ResourceLimits) -> [MountOperation] {
-        var mounts: [MountOperation] = [.bind(source: resolved("/usr") ?? "/usr", path: "/usr", readOnly: true)]
+    /// recreated as the same symlinks; missing ones are left out. With a toolset, its
+    /// root's top-level directories are bound instead of the host's /usr, /bin and /lib*:
+    /// a program outside the toolset does not exist inside.
+    static func systemView(
+        user: SandboxUser, readOnlyPaths: [(source: String, path: String)], limits: ResourceLimits,
+        toolset: (names: [String], root: ToolsetRoot)? = nil
+    ) -> [MountOperation] {
+        var mounts: [MountOperation] = []
+        var placed = Set<String>()
+        if toolset == nil { mounts.append(.bind(source: resolved("/usr") ?? "/usr", path: "/usr", readOnly: true)) }
         for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
             if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: top) {
                 mounts.append(.symlink(target: target, path: top))
-            } else if isDirectory(top) {
+                placed.insert(top)
+            } else if toolset == nil, isDirectory(top) {
                 mounts.append(.bind(source: top, path: top, readOnly: true))
+            }
+        }
+        if let root = toolset?.root {
+            for entry in root.topLevel {
+                switch entry {
+                case .directory(let name) where !placed.contains("/" + name):
+                    mounts.append(.bind(source: root.path + "/" + name, path: "/" + name, readOnly: true))
+                case .symlink(let name, let target) where !placed.contains("/" + name):
+                    mounts.append(.symlink(target: target, path: "/" + name))
+                default:
+                    break
+                }
             }
         }
         mounts += etcView(user: user)

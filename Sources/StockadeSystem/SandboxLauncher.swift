@@ -68,6 +68,19 @@ public enum SandboxLauncher {
             trees.append(tree)
             treeForPath[workspace.sandboxPath] = tree
         }
+        // Root mode: the toolset root lives in a cache only the caller may enter (0700),
+        // which the set-up, running as an unprivileged host id, cannot traverse; its
+        // directories are attached as trees opened here instead.
+        if request.identity.privileged, let toolset = request.plan.toolset {
+            for case .bind(let source, let path, _) in request.plan.mounts where source.hasPrefix(toolset.rootPath + "/") {
+                let tree = stockade_detached_tree(source)
+                guard tree >= 0 else {
+                    throw StockadeError(.startFailed, "failed to prepare the toolset mount for \(source): \(errnoText(-tree)). Remove the toolset cache directory and try again")
+                }
+                trees.append(tree)
+                treeForPath[path] = tree
+            }
+        }
 
         var arena = CArena()
         defer { arena.free() }

@@ -3,6 +3,8 @@ import StockadeRuntime
 
 /// In-process spawn latency: `Runner.run` of /bin/true (library call, no CLI start-up)
 /// against a bare posix_spawn+wait of /bin/true, alternating, and prints medians as JSON.
+/// With `--toolset NAME` (repeatable) it also times planning and starting with that
+/// toolset (its cached root: the first plan builds it, untimed) against without.
 /// Used by bench/run.sh; not a test.
 @main
 enum StockadeBench {
@@ -16,6 +18,14 @@ enum StockadeBench {
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
         let plan = try Runner.plan(RunRequest(command: ["/bin/true"], workspace: workspace))
+        var toolset: [String] = []
+        for (index, argument) in arguments.enumerated() where argument == "--toolset" && index + 1 < arguments.count {
+            toolset.append(arguments[index + 1])
+        }
+        if !toolset.isEmpty {
+            try compareToolset(toolset, workspace: workspace, iterations: iterations)
+            return
+        }
 
         var bare: [Double] = []
         var sandboxed: [Double] = []
@@ -28,6 +38,38 @@ enum StockadeBench {
             })
         }
         let report: [String: Any] = ["iterations": iterations, "bare_ms": median(bare), "sandbox_ms": median(sandboxed)]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// Plan (no toolset) vs plan (cached toolset), and start+run of each, alternating.
+    static func compareToolset(_ names: [String], workspace: String, iterations: Int) throws {
+        let plain = RunRequest(command: ["/bin/sh", "-c", ":"], workspace: workspace)
+        var withToolset = plain
+        withToolset.toolset = names
+        _ = try Runner.plan(withToolset)  // builds the root once
+        var planPlain: [Double] = []
+        var planToolset: [Double] = []
+        var runPlain: [Double] = []
+        var runToolset: [Double] = []
+        for _ in 0..<iterations {
+            var plans: [SandboxPlan] = []
+            planPlain.append(try time { plans.append(try Runner.plan(plain)) })
+            planToolset.append(try time { plans.append(try Runner.plan(withToolset)) })
+            for (index, plan) in plans.enumerated() {
+                let elapsed = try time {
+                    let result = try Runner.run(plan, output: .capture(maxBytesPerStream: 4096))
+                    guard result.exitCode == 0 else { throw StockadeError(.internalError, "sh exited \(result.exitCode)") }
+                }
+                if index == 0 { runPlain.append(elapsed) } else { runToolset.append(elapsed) }
+            }
+        }
+        let report: [String: Any] = [
+            "iterations": iterations, "toolset": names,
+            "plan_ms": median(planPlain), "plan_toolset_ms": median(planToolset),
+            "run_ms": median(runPlain), "run_toolset_ms": median(runToolset),
+        ]
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))

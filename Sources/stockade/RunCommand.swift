@@ -8,7 +8,8 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run one command in a fresh sandbox.",
         discussion: """
-            The command sees /usr, /bin and /lib* read-only, a synthesized /etc, a private /tmp and \
+            The command sees /usr, /bin and /lib* read-only (with --toolset: only the named \
+            programs and the files they need), a synthesized /etc, a private /tmp and \
             home, and the workspace (default: the current directory) at /workspace. No network, \
             no host home, no host secrets. Its exit code is stockade's (128+N when signal N \
             ended it); stockade's own failures exit 125, 126 (not executable) or 127 (not found).
@@ -26,6 +27,9 @@ struct RunCommand: ParsableCommand {
 
     @Option(name: .long, help: ArgumentHelp("Hide workspace paths matching this glob (repeatable). Always hidden: .env, .env.*, *.pem, *.key, id_rsa*, id_ed25519*.", valueName: "glob"))
     var hide: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Make only this program or named set (coreutils, python, git, build-essential) and what it needs exist inside, instead of the host's /usr (repeatable). See 'stockade toolset show'.", valueName: "name"))
+    var toolset: [String] = []
 
     @Option(name: .long, help: ArgumentHelp("Pass NAME=VALUE, or NAME from stockade's environment (repeatable). Nothing else is inherited.", valueName: "name[=value]"))
     var env: [String] = []
@@ -81,7 +85,7 @@ struct RunCommand: ParsableCommand {
         limits.outputBytes = try size(output, flag: "--output")
         let request = RunRequest(
             command: command, policy: policyDocument, workspace: workspace, readOnlyWorkspace: readOnly ? true : nil,
-            hide: hide, environment: env, limits: limits
+            hide: hide, environment: env, limits: limits, toolset: toolset.isEmpty ? nil : toolset
         )
         let plan = try Runner.plan(request)
         let effective = policyDocument.resolved()

@@ -106,6 +106,20 @@ extension SandboxSuite.Functional {
         #expect(try answer(nil, timeout: .milliseconds(200)) == .timedOut)
     }
 
+    @Test("the policy's toolset is what exists inside; --toolset replaces it")
+    func policyToolset() throws {
+        let directory = try Harness.temporaryDirectory("policy")
+        defer { Harness.remove(directory) }
+        try Harness.write("version: 1\ntoolset: [sh, ls]\n", to: directory + "/policy.yaml")
+        let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "/bin/sh", "-c",
+                                        "ls / >/dev/null && echo ls-ok; command -v cat || echo no-cat; test -e /usr/bin/python3 || echo no-python"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == "ls-ok\nno-cat\nno-python\n")
+        let replaced = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--toolset", "sh", "--toolset", "cat", "--",
+                                             "/bin/sh", "-c", "command -v ls || echo no-ls; command -v cat"])
+        #expect(replaced.stdout == "no-ls\n/usr/bin/cat\n", "\(replaced.stdout) \(replaced.stderr)")
+    }
+
     @Test("a policy naming a tier this version lacks fails closed")
     func unavailableTier() throws {
         let directory = try Harness.temporaryDirectory("policy")

@@ -146,6 +146,12 @@ int stockade_idmap_userns(unsigned int inside_uid, unsigned int outside_uid,
 /// applied (and nosuid/nodev, plus rdonly when asked). Returns the tree fd or -errno.
 int stockade_idmapped_tree(const char *_Nonnull path, int userns_fd, int read_only);
 
+/// open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) of `path`, made read-only, nosuid and nodev,
+/// without an idmapping: for directories the sandbox's set-up user may not traverse to
+/// (a toolset root in a 0700 cache). No symlink on `path` is followed. Returns the tree
+/// fd or -errno.
+int stockade_detached_tree(const char *_Nonnull path);
+
 /// The Landlock ABI version of the running kernel, or -errno when Landlock is absent.
 int stockade_landlock_abi(void);
 
