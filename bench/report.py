@@ -40,6 +40,31 @@ print(f"| bare fork+exec+wait of /bin/true | {inprocess['bare_ms']:.3f} |")
 print(f"| `Runner.run` of /bin/true (namespaces tier) | {inprocess['sandbox_ms']:.3f} |")
 print(f"| difference | {inprocess['sandbox_ms'] - inprocess['bare_ms']:.3f} |")
 print()
+
+with open(os.path.join(out, "decisions.json")) as handle:
+    decisions = json.load(handle)
+print(f"### Validation layer: one decision against a {decisions['rules']}-rule policy")
+print()
+print("Median over batches of 2,000 decisions (`stockade-bench --decisions`). Target: under 5 µs.")
+print()
+print("| action | decision | median (µs) |")
+print("|---|---|---:|")
+for name, action in [("exec", "exec git status --short"), ("read_file", "read_file src/module/main.swift"),
+                     ("http", "http GET https://files.pythonhosted.org/…")]:
+    print(f"| `{action}` | {decisions[name + '_decision']} | {decisions[name + '_us']:.2f} |")
+print()
+
+with open(os.path.join(out, "toolset.json")) as handle:
+    toolset = json.load(handle)
+print(f"### Toolset root ({', '.join(toolset['toolset'])}), cached, against the host's /usr")
+print()
+print("In-process medians (`stockade-bench --toolset`). Target: at most 2 ms added to a start.")
+print()
+print("| step | whole /usr (ms) | toolset (ms) | added (ms) |")
+print("|---|---:|---:|---:|")
+print(f"| plan | {toolset['plan_ms']:.3f} | {toolset['plan_toolset_ms']:.3f} | {toolset['plan_toolset_ms'] - toolset['plan_ms']:.3f} |")
+print(f"| start and run `sh -c :` | {toolset['run_ms']:.3f} | {toolset['run_toolset_ms']:.3f} | {toolset['run_toolset_ms'] - toolset['run_ms']:.3f} |")
+print()
 print("### Peak memory (max RSS) running `/bin/true`")
 print()
 print("| runner | KiB |")

@@ -38,6 +38,13 @@ cd - >/dev/null
 # In-process spawn through the library (no CLI start-up) against a bare fork+exec.
 .build/release/stockade-bench --iterations "${INPROCESS_RUNS:-300}" >"$OUT/inprocess.json"
 
+# The validation layer alone: decisions against a 50-rule policy.
+.build/release/stockade-bench --decisions >"$OUT/decisions.json"
+
+# A cached toolset root (python3 git sh) against the host's whole /usr: planning and
+# start of the same command.
+.build/release/stockade-bench --iterations "${TOOLSET_RUNS:-100}" --toolset python3 --toolset git --toolset sh >"$OUT/toolset.json"
+
 # Peak memory (max RSS) of stockade itself running /bin/true.
 peak_kib=$(/usr/bin/time -f '%M' $STOCKADE run -- /bin/true 2>&1 >/dev/null | tail -1)
 bwrap_kib=$(/usr/bin/time -f '%M' $BWRAP /bin/true 2>&1 >/dev/null | tail -1)

@@ -106,34 +106,55 @@ public struct Glob: Equatable, Sendable, CustomStringConvertible {
     }
 
     func matches(components: [[Unicode.Scalar]], isDirectory: Bool) -> Bool {
-        if components.isEmpty { return false }
+        matches(components: components, count: components.count, isDirectory: isDirectory)
+    }
+
+    /// Whether the pattern matches the path made of the first `count` components (the
+    /// callers that test every parent of a path use this to avoid copying prefixes).
+    func matches(components: [[Unicode.Scalar]], count: Int, isDirectory: Bool) -> Bool {
+        if count == 0 { return false }
         if matchesDirectoriesOnly && !isDirectory { return false }
         // The common case (every default pattern): a name at any depth. Only the last
         // component matters; this runs once per workspace entry on every start.
         if segments.count == 2, case .anyDepth = segments[0], case .name(let tokens) = segments[1] {
-            return GlobToken.match(tokens, components[components.count - 1])
+            return GlobToken.match(tokens, components[count - 1])
+        }
+        // An anchored first name that does not match rules the path out at once.
+        if case .name(let first) = segments[0], !GlobToken.match(first, components[0]) { return false }
+        // Anchored names without `**`: one component each, compared in order.
+        if segments.count == count, !segments.contains(.anyDepth) {
+            for (index, segment) in segments.enumerated() {
+                guard case .name(let tokens) = segment, GlobToken.match(tokens, components[index]) else { return false }
+            }
+            return true
         }
         // reachable[j]: the segments seen so far match exactly the first j components.
-        // One pass per segment keeps `**` linear instead of backtracking.
-        var reachable = [Bool](repeating: false, count: components.count + 1)
-        reachable[0] = true
-        for segment in segments {
-            var next = [Bool](repeating: false, count: components.count + 1)
-            switch segment {
-            case .anyDepth:
-                var seen = false
-                for index in 0...components.count {
-                    seen = seen || reachable[index]
-                    next[index] = seen
+        // One pass per segment keeps `**` linear instead of backtracking. The two rows
+        // live on the stack: this runs for every rule on every decision.
+        return withUnsafeTemporaryAllocation(of: Bool.self, capacity: 2 * (count + 1)) { buffer in
+            var reachable = UnsafeMutableBufferPointer(rebasing: buffer[0...count])
+            var next = UnsafeMutableBufferPointer(rebasing: buffer[(count + 1)...])
+            reachable.initialize(repeating: false)
+            reachable[0] = true
+            for segment in segments {
+                next.initialize(repeating: false)
+                switch segment {
+                case .anyDepth:
+                    var seen = false
+                    for index in 0...count {
+                        seen = seen || reachable[index]
+                        next[index] = seen
+                    }
+                case .name(let tokens):
+                    for index in 0..<count where reachable[index] {
+                        next[index + 1] = GlobToken.match(tokens, components[index])
+                    }
                 }
-            case .name(let tokens):
-                for index in 0..<components.count where reachable[index] {
-                    next[index + 1] = GlobToken.match(tokens, components[index])
-                }
+                swap(&reachable, &next)
+                if !reachable.contains(true) { return false }
             }
-            reachable = next
+            return reachable[count]
         }
-        return reachable[components.count]
     }
 
     public var description: String { pattern }
@@ -173,12 +194,15 @@ public struct GlobSet: Equatable, Sendable {
     /// that contain it. This is the question "is this path hidden?": an entry inside a
     /// hidden directory is hidden too (`secrets` hides `secrets/a/key`).
     public func matchesPathOrAnyParent(_ relativePath: String, isDirectory: Bool) -> Bool {
-        let components = GlobPath.components(of: relativePath)
+        matchesPathOrAnyParentComponents(GlobPath.components(of: relativePath), isDirectory: isDirectory)
+    }
+
+    /// `matchesPathOrAnyParent` for a path already split into names.
+    func matchesPathOrAnyParentComponents(_ components: [[Unicode.Scalar]], isDirectory: Bool) -> Bool {
         guard !components.isEmpty else { return false }
         for length in 1...components.count {
-            let prefix = Array(components[..<length])
             let prefixIsDirectory = length < components.count || isDirectory
-            if globs.contains(where: { $0.matches(components: prefix, isDirectory: prefixIsDirectory) }) {
+            if globs.contains(where: { $0.matches(components: components, count: length, isDirectory: prefixIsDirectory) }) {
                 return true
             }
         }
@@ -340,16 +364,23 @@ enum GlobToken: Equatable, Sendable {
 /// Splitting of the paths that globs are matched against.
 enum GlobPath {
     /// The names in `path`, with empty and `.` components dropped and `..` applied.
-    static func components(of path: String) -> [[Unicode.Scalar]] {
-        var names: [[Unicode.Scalar]] = []
-        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
-            if part == "." { continue }
-            if part == ".." {
+    static func components(of path: String, startingWith first: [[Unicode.Scalar]] = []) -> [[Unicode.Scalar]] {
+        // One pass over the scalars: this runs for every path of every decision.
+        var names = first
+        var current: [Unicode.Scalar] = []
+        func finish() {
+            if current.isEmpty || current == [Unicode.Scalar(".")] {
+            } else if current == [Unicode.Scalar("."), Unicode.Scalar(".")] {
                 if !names.isEmpty { names.removeLast() }
-                continue
+            } else {
+                names.append(current)
             }
-            names.append(Array(part.unicodeScalars))
+            current.removeAll(keepingCapacity: true)
         }
+        for scalar in path.unicodeScalars {
+            if scalar == "/" { finish() } else { current.append(scalar) }
+        }
+        finish()
         return names
     }
 }

@@ -69,51 +69,65 @@ struct ParsedURL {
     let path: String
 
     init?(_ text: String) {
-        let lowered = text.lowercased()
-        let rest: Substring
-        if lowered.hasPrefix("https://") {
-            rest = text.dropFirst(8)
-        } else if lowered.hasPrefix("http://") {
-            rest = text.dropFirst(7)
+        // Byte-wise: the URL is ASCII when it is well formed, and this runs on every
+        // http decision.
+        let bytes = Array(text.utf8)
+        if bytes.contains(where: { $0 <= 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "\\") }) { return nil }
+        func hasPrefix(_ prefix: String) -> Bool {
+            let scheme = Array(prefix.utf8)
+            guard bytes.count >= scheme.count else { return false }
+            for (index, byte) in scheme.enumerated() where Self.lower(bytes[index]) != byte { return false }
+            return true
+        }
+        let start: Int
+        if hasPrefix("https://") {
+            start = 8
+        } else if hasPrefix("http://") {
+            start = 7
         } else {
             return nil
         }
-        if text.unicodeScalars.contains(where: { $0.value <= 0x20 || $0.value == 0x7F || $0 == "\\" }) { return nil }
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        if authority.contains("@") { return nil }
-        var host: Substring
-        if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { return nil }
-            host = authority[authority.index(after: authority.startIndex)..<close]
-            let after = authority[authority.index(after: close)...]
-            guard after.isEmpty || (after.hasPrefix(":") && Self.isPort(after.dropFirst())) else { return nil }
+        var end = start
+        while end < bytes.count, bytes[end] != UInt8(ascii: "/"), bytes[end] != UInt8(ascii: "?"), bytes[end] != UInt8(ascii: "#") { end += 1 }
+        let authority = bytes[start..<end]
+        if authority.contains(UInt8(ascii: "@")) { return nil }
+        var host: ArraySlice<UInt8>
+        if authority.first == UInt8(ascii: "[") {
+            guard let close = authority.firstIndex(of: UInt8(ascii: "]")) else { return nil }
+            host = authority[(authority.startIndex + 1)..<close]
+            let after = authority[(close + 1)...]
+            guard after.isEmpty || (after.first == UInt8(ascii: ":") && Self.isPort(after.dropFirst())) else { return nil }
+        } else if let colon = authority.firstIndex(of: UInt8(ascii: ":")) {
+            guard Self.isPort(authority[(colon + 1)...]) else { return nil }
+            host = authority[..<colon]
         } else {
-            if let colon = authority.firstIndex(of: ":") {
-                guard Self.isPort(authority[authority.index(after: colon)...]) else { return nil }
-                host = authority[..<colon]
-            } else {
-                host = authority
-            }
+            host = authority
         }
-        if host.hasSuffix(".") { host = host.dropLast() }
-        guard !host.isEmpty else { return nil }
-        self.host = host.lowercased()
-        var pathPart = rest[authorityEnd...]
-        if let end = pathPart.firstIndex(where: { $0 == "?" || $0 == "#" }) { pathPart = pathPart[..<end] }
-        guard let decoded = Self.percentDecoded(pathPart.isEmpty ? "/" : pathPart) else { return nil }
+        if host.last == UInt8(ascii: ".") { host = host.dropLast() }
+        guard !host.isEmpty, let hostText = String(validating: host.map(Self.lower), as: UTF8.self) else { return nil }
+        self.host = hostText
+        var pathEnd = end
+        while pathEnd < bytes.count, bytes[pathEnd] != UInt8(ascii: "?"), bytes[pathEnd] != UInt8(ascii: "#") { pathEnd += 1 }
+        guard let decoded = Self.percentDecoded(end == pathEnd ? [UInt8(ascii: "/")][...] : bytes[end..<pathEnd]) else { return nil }
         self.path = decoded
     }
 
-    private static func isPort(_ text: Substring) -> Bool {
-        !text.isEmpty && text.count <= 5 && text.allSatisfy(\.isASCII) && (UInt16(text).map { $0 > 0 } ?? false)
+    private static func lower(_ byte: UInt8) -> UInt8 {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte + 32 : byte
+    }
+
+    private static func isPort(_ text: ArraySlice<UInt8>) -> Bool {
+        guard !text.isEmpty, text.count <= 5, text.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return false }
+        let value = text.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+        return value > 0 && value <= 65535
     }
 
     /// `%41` → `A`, so that `/%61dmin` meets the rules for `/admin`. Nil for a broken
     /// escape or bytes that are not UTF-8.
-    private static func percentDecoded(_ text: Substring) -> String? {
+    private static func percentDecoded(_ text: ArraySlice<UInt8>) -> String? {
         var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
+        bytes.reserveCapacity(text.count)
+        var iterator = text.makeIterator()
         while let byte = iterator.next() {
             if byte == UInt8(ascii: "%") {
                 guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else { return nil }
@@ -136,8 +150,27 @@ struct ParsedURL {
     }
 }
 
-/// `Conditions` with every pattern compiled.
-struct CompiledConditions: Sendable {
+/// A set of tools as bits: tested on every rule of every decision, where a `Set` would
+/// hash.
+struct ToolMask: Sendable, Equatable {
+    private(set) var bits: UInt8 = 0
+
+    init<S: Sequence>(_ tools: S) where S.Element == Tool {
+        for tool in tools { bits |= Self.bit(tool) }
+    }
+
+    static func bit(_ tool: Tool) -> UInt8 {
+        UInt8(1) << UInt8(Tool.allCases.firstIndex(of: tool)!)
+    }
+
+    func contains(_ tool: Tool) -> Bool { bits & Self.bit(tool) != 0 }
+
+    var tools: Set<Tool> { Set(Tool.allCases.filter(contains)) }
+}
+
+/// `Conditions` with every pattern compiled. A class, so that scanning rules does not
+/// copy (and retain) every pattern array on each decision.
+final class CompiledConditions: Sendable {
     let command: [ArgumentPattern]?
     let argvPrefix: [ArgumentPattern]?
     let argvContains: [ArgumentPattern]?
@@ -220,30 +253,32 @@ struct CompiledConditions: Sendable {
 }
 
 /// A rule ready for decisions.
-struct CompiledRule: Sendable {
+final class CompiledRule: Sendable {
     let rule: Rule
     let tools: Set<Tool>
+    let mask: ToolMask
     let conditions: CompiledConditions
 
     init(_ rule: Rule) throws {
         self.rule = rule
         // No tool named: every tool whose actions carry what the conditions test.
         tools = rule.tools.isEmpty ? rule.conditions.toolsCarryingArguments : Set(rule.tools)
+        mask = ToolMask(tools)
         conditions = try CompiledConditions(rule.conditions)
+        let reason = rule.reason ?? "\(rule.decision == .allow ? "allowed" : rule.decision == .ask ? "needs approval" : "denied") by the policy"
+        verdict = Verdict(decision: rule.decision, basis: .rule, ruleID: rule.id, reason: reason)
     }
 
     func matches(_ facts: ActionFacts) -> Bool {
-        tools.contains(facts.tool) && conditions.matches(facts)
+        mask.contains(facts.tool) && conditions.matches(facts)
     }
 
-    var verdict: Verdict {
-        let reason = rule.reason ?? "\(rule.decision == .allow ? "allowed" : rule.decision == .ask ? "needs approval" : "denied") by the policy"
-        return Verdict(decision: rule.decision, basis: .rule, ruleID: rule.id, reason: reason)
-    }
+    /// Made once: a decision returns it as it is.
+    let verdict: Verdict
 }
 
 /// An invariant ready for decisions.
-struct CompiledInvariant: Sendable {
+final class CompiledInvariant: Sendable {
     let invariant: Invariant
     let guarded: CompiledRule?
 
@@ -262,9 +297,9 @@ struct CompiledInvariant: Sendable {
 }
 
 /// A label source ready for decisions.
-struct CompiledSource: Sendable {
+final class CompiledSource: Sendable {
     let source: LabelSource
-    let tools: Set<Tool>
+    let tools: ToolMask
     let conditions: CompiledConditions
     /// True when some file this source marks may be visible inside the sandbox, so that
     /// any command could read it.
@@ -277,7 +312,7 @@ struct CompiledSource: Sendable {
         var tools = source.tools.isEmpty ? source.conditions.toolsCarryingArguments : Set(source.tools)
         // A path source without a tool marks what is read, not what is written.
         if source.tools.isEmpty && source.conditions.paths != nil { tools.remove(.writeFile) }
-        self.tools = tools
+        self.tools = ToolMask(tools)
         conditions = try CompiledConditions(source.conditions)
         let readsFiles = tools.contains(.readFile)
         if readsFiles, let paths = source.conditions.paths {

@@ -3,16 +3,16 @@
 /// an argument is one string, not a path.
 struct ArgumentPattern: Equatable, Sendable {
     let tokens: [GlobToken]
-    /// True when the pattern has no wildcard: then matching is plain equality.
-    let literal: [Unicode.Scalar]?
+    /// The text when the pattern has no wildcard: then matching is plain equality.
+    let literal: String?
 
     init(compiling pattern: String) throws(GlobSyntaxError) {
         tokens = try GlobToken.parse(Substring(pattern))
-        let literals = tokens.compactMap { token -> Unicode.Scalar? in
-            if case .literal(let scalar) = token { return scalar }
-            return nil
+        var literalText = String.UnicodeScalarView()
+        for token in tokens {
+            if case .literal(let scalar) = token { literalText.append(scalar) }
         }
-        literal = literals.count == tokens.count ? literals : nil
+        literal = literalText.count == tokens.count ? String(literalText) : nil
     }
 
     static func compile(_ pattern: String) -> Result<ArgumentPattern, GlobSyntaxError> {
@@ -24,8 +24,9 @@ struct ArgumentPattern: Equatable, Sendable {
     }
 
     func matches(_ argument: String) -> Bool {
+        // Scalar-wise, as the wildcard path is: no Unicode normalization either way.
+        if let literal { return argument.unicodeScalars.elementsEqual(literal.unicodeScalars) }
         let scalars = Array(argument.unicodeScalars)
-        if let literal { return scalars == literal }
         // `GlobToken.match` treats `/` as an ordinary character; a whole argument is
         // simply one long name.
         return GlobToken.match(tokens, scalars)
@@ -42,6 +43,8 @@ struct ArgumentPattern: Equatable, Sendable {
 /// without a trailing dot.
 struct HostPattern: Equatable, Sendable {
     let suffix: String
+    /// `.` and the suffix, for wildcard matching without building it each time.
+    let dottedSuffix: String
     let wildcard: Bool
 
     init?(_ pattern: String) {
@@ -55,13 +58,13 @@ struct HostPattern: Equatable, Sendable {
         }
         guard Self.isHostName(text) || (!wildcard && Self.isAddressLiteral(text)) else { return nil }
         suffix = text
+        dottedSuffix = "." + text
     }
 
+    /// `host` is lower case without a trailing dot (as `ParsedURL` gives it).
     func matches(_ host: String) -> Bool {
-        var name = host.lowercased()
-        if name.hasSuffix(".") { name.removeLast() }
-        if wildcard { return name.hasSuffix("." + suffix) && name.count > suffix.count + 1 }
-        return name == suffix
+        if wildcard { return host.utf8.count > dottedSuffix.utf8.count && host.hasSuffix(dottedSuffix) }
+        return host == suffix
     }
 
     /// Letters, digits and `-` in dot-separated labels of 1 to 63 characters, not all
@@ -98,45 +101,31 @@ struct PathPattern: Sendable {
     /// Whether the pattern matches `path` (normalized, absolute in the sandbox view) or
     /// a directory that contains it.
     func matches(_ path: SandboxPath, isDirectory: Bool) -> Bool {
-        if absolute {
-            return GlobSet([glob]).matchesPathOrAnyParentComponents(path.components, isDirectory: isDirectory)
+        guard let components = absolute ? path.components : path.workspaceRelative, !components.isEmpty else { return false }
+        for length in 1...components.count {
+            if glob.matches(components: components, count: length, isDirectory: length < components.count || isDirectory) { return true }
         }
-        guard let relative = path.workspaceRelative else { return false }
-        return GlobSet([glob]).matchesPathOrAnyParentComponents(relative, isDirectory: isDirectory)
+        return false
     }
 }
 
 /// A sandbox path split into names, with `.`, `..` and empty names resolved lexically.
 /// Relative paths are taken relative to the workspace.
 struct SandboxPath: Sendable {
-    static let workspace: [[Unicode.Scalar]] = [Array("workspace".unicodeScalars)]
+    static let workspace = Array("workspace".unicodeScalars)
 
     let components: [[Unicode.Scalar]]
+    /// The names below `/workspace`, or nil for a path outside it (empty for
+    /// `/workspace` itself). Computed once: every path rule asks for it.
+    let workspaceRelative: [[Unicode.Scalar]]?
 
     init(_ path: String) {
-        components = GlobPath.components(of: path.hasPrefix("/") ? path : "/workspace/" + path)
-    }
-
-    /// The names below `/workspace`, or nil for a path outside it (or `/workspace` itself:
-    /// empty).
-    var workspaceRelative: [[Unicode.Scalar]]? {
-        guard components.first == Self.workspace[0] else { return nil }
-        return Array(components.dropFirst())
+        // A relative path starts below /workspace; `..` may still climb out of it.
+        components = GlobPath.components(of: path, startingWith: path.hasPrefix("/") ? [] : [Self.workspace])
+        workspaceRelative = components.first == Self.workspace ? Array(components.dropFirst()) : nil
     }
 
     var text: String {
         "/" + components.map { String(String.UnicodeScalarView($0)) }.joined(separator: "/")
-    }
-}
-
-extension GlobSet {
-    /// `matchesPathOrAnyParent` for a path already split into names.
-    func matchesPathOrAnyParentComponents(_ components: [[Unicode.Scalar]], isDirectory: Bool) -> Bool {
-        guard !components.isEmpty else { return false }
-        for length in 1...components.count {
-            let prefix = Array(components[..<length])
-            if matches(components: prefix, isDirectory: length < components.count || isDirectory) { return true }
-        }
-        return false
     }
 }

@@ -3,22 +3,41 @@ import StockadeCore
 /// The labels a session carries. They only rise (`raising`); lowering one takes an
 /// approved `declassify` action.
 public struct SessionLabel: Hashable, Sendable, Codable, CustomStringConvertible {
-    public private(set) var labels: Set<Label>
+    /// One bit per `Label` (a set would allocate on every decision).
+    private var bits: UInt8
 
     public init(_ labels: Set<Label> = []) {
-        self.labels = labels
+        bits = labels.reduce(0) { $0 | Self.bit($1) }
+    }
+
+    private init(bits: UInt8) {
+        self.bits = bits
+    }
+
+    fileprivate init(bits: UInt8, _ marker: Void = ()) {
+        self.bits = bits
+    }
+
+    fileprivate static func bitOf(_ label: Label) -> UInt8 { bit(label) }
+
+    private static func bit(_ label: Label) -> UInt8 {
+        label == .secret ? 1 : 2
     }
 
     /// A new session: public and trusted.
     public static let initial = SessionLabel()
 
-    public func contains(_ label: Label) -> Bool { labels.contains(label) }
+    public var labels: Set<Label> { Set(Label.allCases.filter(contains)) }
 
-    public func raising(_ others: Set<Label>) -> SessionLabel { SessionLabel(labels.union(others)) }
+    public func contains(_ label: Label) -> Bool { bits & Self.bit(label) != 0 }
+
+    public func raising(_ others: Set<Label>) -> SessionLabel { raising(SessionLabel(others)) }
+
+    public func raising(_ other: SessionLabel) -> SessionLabel { SessionLabel(bits: bits | other.bits) }
 
     /// Only `PolicyGuard.label(afterApproved:)` lowers a label, for an approved
     /// declassify rule.
-    func lowering(_ label: Label) -> SessionLabel { SessionLabel(labels.subtracting([label])) }
+    func lowering(_ label: Label) -> SessionLabel { SessionLabel(bits: bits & ~Self.bit(label)) }
 
     public var description: String {
         labels.isEmpty ? "public, trusted" : Label.allCases.filter(labels.contains).map(\.rawValue).joined(separator: ", ")
@@ -104,6 +123,7 @@ public struct PolicyGuard: Sendable {
     public let networkGranted: Bool
     /// True when `exec` can write the workspace.
     public let workspaceWritable: Bool
+    let execSinks: Set<Sink>
 
     /// Compiles a policy. Takes the document as loaded and applies its profile.
     /// - Throws: `StockadeError` `.invalidPolicy` if a pattern does not compile (only
@@ -117,6 +137,10 @@ public struct PolicyGuard: Sendable {
         allowRules = rules.filter { $0.rule.decision == .allow }
         networkGranted = policy.network?.grantsAccess ?? false
         workspaceWritable = !(policy.workspaceReadOnly ?? false)
+        var execSinks: Set<Sink> = [.exec]
+        if networkGranted { execSinks.insert(.network) }
+        if workspaceWritable { execSinks.insert(.workspace) }
+        self.execSinks = execSinks
         invariants = try policy.labels.invariants.map(CompiledInvariant.init)
         let hidden = try GlobSet(patterns: HiddenDefaults.patterns + policy.hiddenPatterns)
         self.hidden = hidden
@@ -198,21 +222,21 @@ public struct PolicyGuard: Sendable {
     /// Where an action of `tool` can send data.
     public func sinks(of tool: Tool) -> Set<Sink> {
         switch tool {
-        case .http: return [.network]
-        case .writeFile: return [.workspace]
-        case .exec:
-            var sinks: Set<Sink> = [.exec]
-            if networkGranted { sinks.insert(.network) }
-            if workspaceWritable { sinks.insert(.workspace) }
-            return sinks
-        case .readFile, .listFiles, .declassify: return []
+        case .http: return Self.networkSink
+        case .writeFile: return Self.workspaceSink
+        case .exec: return execSinks
+        case .readFile, .listFiles, .declassify: return Self.noSink
         }
     }
 
-    func raisedLabels(_ facts: ActionFacts) -> Set<Label> {
-        var raised = Set<Label>()
+    private static let networkSink: Set<Sink> = [.network]
+    private static let workspaceSink: Set<Sink> = [.workspace]
+    private static let noSink: Set<Sink> = []
+
+    func raisedLabels(_ facts: ActionFacts) -> SessionLabel {
+        var raised = SessionLabel.initial
         for source in sources where !raised.contains(source.source.raises) {
-            if source.applies(to: facts, networkGranted: networkGranted) { raised.insert(source.source.raises) }
+            if source.applies(to: facts, networkGranted: networkGranted) { raised = raised.raising(SessionLabel(bits: SessionLabel.bitOf(source.source.raises), ())) }
         }
         return raised
     }

@@ -150,7 +150,8 @@ extension PolicyReader {
     /// A host name, `*.` and a name, or a literal IPv4 or bracket-less IPv6 address;
     /// returned in lower case.
     func hostPattern(_ host: String, node: Node, at keyPath: String) throws -> String {
-        let lowered = host.lowercased()
+        var lowered = host.lowercased()
+        if lowered.hasSuffix(".") { lowered.removeLast() }
         guard HostPattern(lowered) != nil else {
             throw error(at: node, "'\(keyPath)' must be a host name such as pypi.org or *.pythonhosted.org, or an IP address, got \(describe(node))")
         }

@@ -14,6 +14,10 @@ enum StockadeBench {
         if let index = arguments.firstIndex(of: "--iterations"), index + 1 < arguments.count, let value = Int(arguments[index + 1]) {
             iterations = value
         }
+        if arguments.contains("--decisions") {
+            try benchmarkDecisions()
+            return
+        }
         let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("stockade-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
@@ -70,6 +74,60 @@ enum StockadeBench {
             "plan_ms": median(planPlain), "plan_toolset_ms": median(planToolset),
             "run_ms": median(runPlain), "run_toolset_ms": median(runToolset),
         ]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// The validation layer alone: decisions for typical actions against a 50-rule
+    /// policy (20 exec, 15 file and 15 http rules, plus invariants and label sources).
+    /// Each sample is the mean of a batch of decisions; the report gives the median
+    /// sample per action, in microseconds.
+    static func benchmarkDecisions() throws {
+        var yaml = """
+            version: 1
+            network: {mode: allowlist, allow: [pypi.org, "*.pythonhosted.org"]}
+            labels:
+              sources: [{tool: http, integrity: untrusted}, {path: "secrets/**", confidentiality: secret}]
+              invariants:
+                - {id: no-secret-egress, deny_flow: {from: secret, to: network}}
+                - {id: push-after-untrusted, when: untrusted, tool: exec, where: {argv: {prefix: [git, push]}}, decision: ask}
+            filesystem: {hidden: [secrets]}
+            rules:
+
+            """
+        for index in 0..<20 {
+            yaml += "  - {id: exec-\(index), tool: exec, where: {argv: {prefix: [tool\(index), \"sub*\"]}}, decision: \(index % 2 == 0 ? "deny" : "ask")}\n"
+        }
+        for index in 0..<15 {
+            yaml += "  - {id: file-\(index), tool: [read_file, write_file], where: {path: \"area\(index)/**/*.dat\"}, decision: deny}\n"
+        }
+        for index in 0..<15 {
+            yaml += "  - {id: http-\(index), tool: http, where: {host: \"*.site\(index).example\", method: [GET, HEAD], url_path: \"/api/**\"}, decision: allow}\n"
+        }
+        let document = try PolicyLoader.parse(yaml, sourcePath: "bench.yaml", baseDirectory: "/")
+        precondition(document.rules.count == 50)
+        let policyGuard = try PolicyGuard(document)
+        let actions: [(String, Action)] = [
+            ("exec", .exec(argv: ["git", "status", "--short"], workingDirectory: "/workspace")),
+            ("read_file", .readFile(path: "src/module/main.swift")),
+            ("http", .http(method: "GET", url: "https://files.pythonhosted.org/packages/ab/cd/pkg.whl")),
+        ]
+        var report: [String: Any] = ["rules": document.rules.count]
+        let batch = 2000
+        for (name, action) in actions {
+            var samples: [Double] = []
+            var sink = 0
+            for _ in 0..<60 {
+                let elapsed = try time {
+                    for _ in 0..<batch { sink &+= policyGuard.decide(action).decision == .deny ? 1 : 0 }
+                }
+                samples.append(elapsed * 1000 / Double(batch))
+            }
+            report["\(name)_us"] = median(samples)
+            report["\(name)_decision"] = policyGuard.decide(action).description
+            if sink < 0 { print(sink) }
+        }
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))
