@@ -33,11 +33,12 @@ public struct Authorization: Sendable {
 public enum ActionGate {
     public static func authorize(
         _ action: Action, guard policyGuard: PolicyGuard, label: SessionLabel,
-        approver: any Approver, timeout: Duration, ledger: ApprovalLedger
+        approver: () -> any Approver, timeout: Duration, ledger: ApprovalLedger
     ) -> Authorization {
         let verdict = policyGuard.decide(action, label: label)
         guard verdict.decision == .ask else { return Authorization(verdict: verdict) }
-        let answer = approver.review(ApprovalRequest(action: action, verdict: verdict, label: label), timeout: timeout)
+        // The approver (a terminal to open, say) is made only when someone is asked.
+        let answer = approver().review(ApprovalRequest(action: action, verdict: verdict, label: label), timeout: timeout)
         guard case .approved(let by) = answer else { return Authorization(verdict: verdict, answer: answer) }
         // The approval is recorded for this action's digest and used at once: what runs
         // is what was approved.

@@ -99,7 +99,7 @@ struct RunCommand: ParsableCommand {
         } else {
             let settings = effective.approval ?? ApprovalSettings()
             let authorization = ActionGate.authorize(
-                action, guard: policyGuard, label: .initial, approver: settings.makeApprover(), timeout: settings.timeout,
+                action, guard: policyGuard, label: .initial, approver: settings.makeApprover, timeout: settings.timeout,
                 ledger: ApprovalLedger())
             guard authorization.allowed else {
                 if json { StandardStreams.out(JSONReport.refusal(authorization)) }

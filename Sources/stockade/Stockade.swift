@@ -39,7 +39,9 @@ struct Stockade: ParsableCommand {
             }
             // Bad flags are stockade's own failure: 125, like the others, with the
             // parser's message and a pointer to the help.
-            StandardStreams.err("stockade: \(message(for: error))\nSee 'stockade --help' and 'stockade run --help'.\n")
+            let verb = CommandLine.arguments.dropFirst().first { !$0.hasPrefix("-") }
+            let help = verb.flatMap { name in configuration.subcommands.contains { $0._commandName == name } ? "stockade \(name) --help" : nil }
+            StandardStreams.err("stockade: \(message(for: error))\nSee '\(help ?? "stockade --help")'.\n")
             Foundation.exit(ExitStatus.startFailed)
         }
     }

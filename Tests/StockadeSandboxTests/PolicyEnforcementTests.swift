@@ -120,6 +120,27 @@ extension SandboxSuite.Functional {
         #expect(replaced.stdout == "no-ls\n/usr/bin/cat\n", "\(replaced.stdout) \(replaced.stderr)")
     }
 
+    @Test("an allowlist this version cannot enforce runs with no network, and says so")
+    func allowlistNotEnforced() throws {
+        let directory = try Harness.temporaryDirectory("policy")
+        defer { Harness.remove(directory) }
+        try Harness.write("version: 1\nextends: networked\n", to: directory + "/policy.yaml")
+        let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "/bin/sh", "-c", "cat /proc/net/dev | grep -c :"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == "1\n", "only loopback: \(out.stdout)")
+        #expect(out.stderr.contains("does not enforce network allowlists yet; the sandbox has no network"))
+    }
+
+    @Test("--dry-run shows the decision and starts nothing, not even an approver")
+    func dryRunDecision() throws {
+        let directory = try Harness.temporaryDirectory("policy")
+        defer { Harness.remove(directory) }
+        try Harness.write(Self.rules, to: directory + "/policy.yaml")
+        let out = try Harness.stockade(["run", "--dry-run", "--policy", directory + "/policy.yaml", "--", "git", "push"])
+        #expect(out.status == 0)
+        #expect(out.stderr.contains("decision: needs approval by rule no-push"))
+    }
+
     @Test("a policy naming a tier this version lacks fails closed")
     func unavailableTier() throws {
         let directory = try Harness.temporaryDirectory("policy")
