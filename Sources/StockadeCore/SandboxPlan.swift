@@ -110,9 +110,9 @@ public struct WorkspaceGrant: Codable, Equatable, Sendable {
     /// the sandbox's lifetime, so that the command cannot create them either, and
     /// removes it afterwards if it is still empty.
     public var placeholders: [WorkspacePlaceholder]
-    /// Protected file names missing from the workspace root: checked again after the
-    /// run, and reported if the command created them.
-    public var watchedNames: [String] = []
+    /// Protected names a mount cannot guard (missing files, symbolic links): checked
+    /// again after the run, and reported if the command created or replaced them.
+    public var watched: [WatchedEntry] = []
 
     public init(
         hostPath: String, sandboxPath: String, readOnly: Bool, hiddenPatterns: [String], hiddenEntries: [String],
@@ -126,6 +126,21 @@ public struct WorkspaceGrant: Codable, Equatable, Sendable {
         self.protectedPatterns = protectedPatterns
         self.protectedEntries = protectedEntries
         self.placeholders = placeholders
+    }
+}
+
+/// A protected name checked after the run.
+public struct WatchedEntry: Codable, Equatable, Sendable {
+    /// Relative to the workspace root.
+    public var relativePath: String
+    /// What was there (inode, type and change time of the symbolic link: an inode
+    /// number alone is reused at once when a file replaces the link); nil when nothing
+    /// was.
+    public var signature: String?
+
+    public init(relativePath: String, signature: String?) {
+        self.relativePath = relativePath
+        self.signature = signature
     }
 }
 

@@ -157,10 +157,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         result.stdoutTruncated = stdout.truncated
         result.stderrTruncated = stderr.truncated
         if let workspace = plan.workspace {
-            result.createdProtected = workspace.watchedNames.filter { name in
-                var info = stat()
-                return lstat(workspace.hostPath + "/" + name, &info) == 0
-            }
+            result.createdProtected = workspace.watched.filter { $0.changed(in: workspace.hostPath) }.map(\.relativePath)
         }
         switch report {
         case .exited(let code):
@@ -317,5 +314,19 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
     private static func signalDescriptor() -> Int32 {
         let signals = NamespaceBackend.forwardedSignals
         return stockade_signalfd(signals, Int32(signals.count))
+    }
+}
+
+extension WatchedEntry {
+    /// Whether the entry below `hostPath` (the workspace root) is no longer what was seen.
+    func changed(in hostPath: String) -> Bool {
+        var info = stat()
+        let present = lstat(hostPath + "/" + relativePath, &info) == 0
+        guard let signature else { return present }
+        return !present || Self.signature(of: info) != signature
+    }
+
+    static func signature(of info: stat) -> String {
+        "\(info.st_ino):\(info.st_mode):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
     }
 }

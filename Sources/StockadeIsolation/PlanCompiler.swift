@@ -124,10 +124,17 @@ public enum PlanCompiler {
     /// Empty directories are invisible to git and to most tools. An empty file
     /// (`.mcp.json`) would not be, and could break the tool that reads it; and a
     /// placeholder `.git` would forbid `git init`. Those missing names are watched
-    /// instead (`watchedNames`): reported after the run if the command created them.
-    static func placeholders(for patterns: [String], in root: String, hidden: [String]) -> (directories: [WorkspacePlaceholder], watchedFiles: [String]) {
+    /// instead (`watched`): reported after the run if the command created them. So is a
+    /// protected name that is a symbolic link: a mount cannot sit on a link, so its
+    /// target is protected and the link itself only watched.
+    static func placeholders(for patterns: [String], in root: String, hidden: [String]) -> (directories: [WorkspacePlaceholder], watched: [WatchedEntry]) {
         var result: [WorkspacePlaceholder] = []
-        var watched: [String] = []
+        var watched: [WatchedEntry] = []
+        func watch(_ relative: String, signature: String?) {
+            if !watched.contains(where: { $0.relativePath == relative }) {
+                watched.append(WatchedEntry(relativePath: relative, signature: signature))
+            }
+        }
         for pattern in patterns where !pattern.contains(where: { "*?[\\".contains($0) }) {
             let directoryOnly = pattern.hasSuffix("/")
             let names = pattern.split(separator: "/").map(String.init)
@@ -138,6 +145,7 @@ public enum PlanCompiler {
                 var info = stat()
                 if lstat(root + "/" + relative, &info) == 0 {
                     // Present: go on below it if it is a real directory, else stop.
+                    if (info.st_mode & S_IFMT) == S_IFLNK, index == names.count - 1 { watch(relative, signature: WatchedEntry.signature(of: info)) }
                     if (info.st_mode & S_IFMT) != S_IFDIR { break }
                     continue
                 }
@@ -147,8 +155,8 @@ public enum PlanCompiler {
                     if !result.contains(where: { $0.relativePath == relative }) {
                         result.append(WorkspacePlaceholder(relativePath: relative, isDirectory: true))
                     }
-                } else if index == 0, !watched.contains(relative) {
-                    watched.append(relative)
+                } else {
+                    watch(relative, signature: nil)
                 }
                 break
             }
@@ -346,7 +354,7 @@ public enum PlanCompiler {
         }
         var protectedEntries: [String] = []
         var placeholders: [WorkspacePlaceholder] = []
-        var watched: [String] = []
+        var watched: [WatchedEntry] = []
         if !readOnly {
             protectedEntries = found[1].filter { entry in !hidden.contains { entry == $0 || entry.hasPrefix($0 + "/") } }
             (placeholders, watched) = Self.placeholders(for: protectedPatterns, in: hostPath, hidden: hidden)
@@ -361,7 +369,7 @@ public enum PlanCompiler {
             hiddenPatterns: patterns, hiddenEntries: hidden,
             protectedPatterns: protectedPatterns, protectedEntries: protectedEntries, placeholders: placeholders
         )
-        grant.watchedNames = watched
+        grant.watched = watched
         return grant
     }
 

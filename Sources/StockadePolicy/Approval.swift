@@ -15,6 +15,8 @@ public struct ApprovalRequest: Codable, Equatable, Sendable {
     public var labels: [String]
     /// The arguments, for approvers that want more than the summary.
     public var argv: [String]?
+    /// The working directory of an `exec` (part of what the digest covers).
+    public var cwd: String?
     public var path: String?
     public var url: String?
     public var method: String?
@@ -27,7 +29,9 @@ public struct ApprovalRequest: Codable, Equatable, Sendable {
         self.reason = verdict.reason
         self.labels = Label.allCases.filter(label.contains).map(\.rawValue)
         switch action {
-        case .exec(let argv, _): self.argv = argv
+        case .exec(let argv, let workingDirectory):
+            self.argv = argv
+            self.cwd = workingDirectory
         case .readFile(let path), .writeFile(let path), .listFiles(let path): self.path = path
         case .http(let method, let url):
             self.method = method
@@ -63,10 +67,15 @@ public protocol Approver: Sendable {
 
 /// The approver when nobody is attending: every request is denied at once.
 public struct UnattendedApprover: Approver {
-    public init() {}
+    let reason: String
+
+    public init(reason: String = "nobody is attending to approve it (the policy's approval mode denies every 'ask' here)") {
+        self.reason = reason
+    }
+
     public var name: String { "unattended" }
     public func review(_ request: ApprovalRequest, timeout: Duration) -> ApprovalAnswer {
-        .denied(reason: "nobody is attending to approve it (the policy's approval mode denies every 'ask' here)")
+        .denied(reason: reason)
     }
 }
 

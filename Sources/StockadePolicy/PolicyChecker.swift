@@ -152,7 +152,8 @@ public struct PolicyChecker {
                 let deciders = own.map { policyGuard.decide($0, label: .initial) }
                 if deciders.allSatisfy({ $0.ruleID != rule.rule.id && $0.basis == .rule }),
                    let shadow = deciders.first?.ruleID, deciders.allSatisfy({ $0.ruleID == shadow }),
-                   let shadowRule = rules.first(where: { $0.rule.id == shadow }), Self.covers(shadowRule, rule) {
+                   let shadowRule = rules.first(where: { $0.rule.id == shadow }), shadowRule.rule.decision != rule.rule.decision,
+                   Self.covers(shadowRule, rule) {
                     findings.append(Finding(
                         kind: .neverFires, subjects: [rule.rule.id, shadow],
                         message: "rule \(rule.rule.id) (\(rule.rule.decision)) never fires: every action it matches is decided first by rule \(shadow) (\(shadowRule.rule.decision))",

@@ -158,9 +158,10 @@ public enum HiddenDefaults {
 /// (git hooks and configuration, shell start-up files, editor and agent settings, MCP
 /// server lists). A policy's `filesystem.protected` adds to this list.
 ///
-/// A pattern ending in `/` names a directory. For names without wildcards that do not
-/// exist when the sandbox starts, the sandbox holds a read-only placeholder at the top
-/// of the workspace, so that the command cannot create them either.
+/// A pattern ending in `/` names a directory. A missing directory named without
+/// wildcards gets an empty read-only placeholder for the sandbox's lifetime, so that
+/// the command cannot create it either; a missing file (or a missing `.git`) is
+/// watched instead and reported after the run if the command created it.
 public enum ProtectedDefaults {
     public static let patterns = [
         ".git/hooks/", ".git/config", ".vscode/", ".idea/", ".claude/", ".cursor/", ".mcp.json",

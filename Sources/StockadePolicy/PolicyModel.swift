@@ -169,7 +169,9 @@ public struct ApprovalSettings: Codable, Equatable, Sendable {
     public enum Mode: String, Codable, Equatable, Sendable, CaseIterable {
         /// A terminal prompt when stockade has a controlling terminal, else deny.
         case auto
-        /// Always a terminal prompt; deny when there is no terminal.
+        /// A terminal prompt; with no terminal, every `ask` is denied with a reason that
+        /// says the configured prompt had no terminal (`auto` denies silently as
+        /// unattended).
         case prompt
         /// An external command reads the request as JSON and answers.
         case command

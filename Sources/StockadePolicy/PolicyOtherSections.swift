@@ -88,12 +88,12 @@ extension PolicyReader {
     }
 
     private func hostGrant(_ node: Node, at keyPath: String) throws -> NetworkPolicy.HostGrant {
-        if case .scalar = node {
+        if case .scalar = node, !isNull(node) {
             let host = try text(of: node, at: keyPath, expected: "a host name")
             return NetworkPolicy.HostGrant(host: try hostPattern(host, node: node, at: keyPath))
         }
         let fields = try entries(of: node, at: keyPath, allowed: Self.hostGrantKeys, example: "{host: pypi.org, ports: [443], methods: [GET]}")
-        guard let hostField = fields.first(where: { $0.key == "host" }) else {
+        guard let hostField = fields.first(where: { $0.key == "host" }), !isNull(hostField.value) else {
             throw error(at: node, "'\(keyPath)' needs a 'host', such as pypi.org")
         }
         var grant = NetworkPolicy.HostGrant(

@@ -32,7 +32,7 @@ public enum PolicyProfile: String, Codable, CaseIterable, Sendable, CustomString
                 workspaceReadOnly: false,
                 network: NetworkPolicy(
                     mode: .allowlist, allow: Self.registryHosts.map { NetworkPolicy.HostGrant(host: $0, methods: ["GET", "HEAD"]) }),
-                rules: [exec, read, write, Rule(id: "allow-http", tools: [.http], conditions: Conditions(methods: ["GET", "HEAD"]), decision: .allow)],
+                rules: [exec, read, write, Rule(id: "allow-http", tools: [.http], conditions: Conditions(hosts: Self.registryHosts, methods: ["GET", "HEAD"]), decision: .allow)],
                 labels: LabelPolicy(sources: [LabelSource(tools: [.http], raises: .untrusted)])
             )
         }

@@ -56,10 +56,13 @@ extension PolicyReader {
     /// `tool: exec` or `tool: [read_file, write_file]`; absent means every tool.
     private func toolList(_ field: Entry?) throws -> [Tool] {
         guard let field, !isNull(field.value) else { return [] }
-        let names = Tool.allCases.map(\.rawValue) + Tool.aliases.keys.sorted()
+        let names = Tool.allCases.filter { $0 != .declassify }.map(\.rawValue) + Tool.aliases.keys.sorted()
         return try stringList(field.value, at: field.keyPath, example: "exec or [read_file, write_file]").map { name, node in
             guard let tool = Tool(policyName: name) else {
                 throw error(at: node, "'\(field.keyPath)' names an unknown tool '\(name.printableForMessages)'; expected one of: \(names.joined(separator: ", "))")
+            }
+            guard tool != .declassify else {
+                throw error(at: node, "'\(field.keyPath)' cannot be declassify: lowering a label always asks for approval, and is granted only by an entry of labels.declassify")
             }
             return tool
         }
@@ -290,6 +293,9 @@ extension PolicyReader {
     /// A string value (quoted or not) without NUL bytes.
     func plainText(_ field: Entry) throws -> String {
         let value = try text(of: field.value, at: field.keyPath, expected: "a string")
+        guard !isNull(field.value), !value.isEmpty else {
+            throw error(at: field.value, "'\(field.keyPath)' is empty; write the text, or leave the key out")
+        }
         guard !value.unicodeScalars.contains("\0") else {
             throw error(at: field.value, "'\(field.keyPath)' contains a NUL byte")
         }

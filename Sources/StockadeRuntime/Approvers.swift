@@ -202,7 +202,10 @@ extension ApprovalSettings {
         switch mode ?? .auto {
         case .deny: return UnattendedApprover()
         case .command: return CommandApprover(argv: command ?? [])
-        case .prompt, .auto: return TerminalApprover.controllingTerminal() ?? UnattendedApprover()
+        case .auto: return TerminalApprover.controllingTerminal() ?? UnattendedApprover()
+        case .prompt:
+            return TerminalApprover.controllingTerminal()
+                ?? UnattendedApprover(reason: "the policy asks for a terminal prompt (approval.mode: prompt), but stockade has no terminal")
         }
     }
 

@@ -88,12 +88,17 @@ struct RunCommand: ParsableCommand {
             hide: hide, environment: env, limits: limits, toolset: toolset.isEmpty ? nil : toolset
         )
         let plan = try Runner.plan(request)
-        let effective = policyDocument.resolved()
+        // The flags only narrow the policy; the guard judges what the sandbox will be.
+        var judged = policyDocument
+        if readOnly { judged.workspaceReadOnly = true }
+        judged.hiddenPatterns += hide
+        if !toolset.isEmpty { judged.toolset = toolset }
+        let effective = judged.resolved()
         try checkTier(effective)
 
         // The validation layer decides the command before anything starts.
         let action = Action.exec(argv: command, workingDirectory: plan.workingDirectory)
-        let policyGuard = try PolicyGuard(policyDocument)
+        let policyGuard = try PolicyGuard(judged)
         if dryRun {
             StandardStreams.err("stockade: decision: \(policyGuard.decide(action))\n")
         } else {
@@ -143,7 +148,9 @@ struct RunCommand: ParsableCommand {
             if result.degraded.contains("landlock") {
                 StandardStreams.err("stockade: note: this kernel has no Landlock; the file-system grant rests on the mounts alone\n")
             }
-            if result.degraded.contains("cgroups") && (memory != nil || pids != nil || cpu != nil) {
+            let askedLimits = memory != nil || pids != nil || cpu != nil
+                || effective.limits.memoryBytes != nil || effective.limits.pids != nil || effective.limits.cpuMilliseconds != nil
+            if result.degraded.contains("cgroups") && askedLimits {
                 StandardStreams.err("stockade: note: no usable cgroups here; memory and process limits fall back to rlimits (per process, not for the sandbox as a whole)\n")
             }
         }

@@ -101,6 +101,15 @@ func neverFires() throws {
     #expect(finding.subjects == ["git-status", "no-git"])
 }
 
+@Test("a rule inside another of the same decision is redundant, not a finding")
+func sameDecisionShadow() throws {
+    let report = try check("""
+        version: 1
+        rules: [{id: docs, tool: write_file, where: {path: "docs/**"}, decision: allow}]
+        """)
+    #expect(report.isClean, "\(report.findings)")
+}
+
 @Test("http rules without a network and exec rules outside the toolset never fire")
 func unreachableTools() throws {
     let report = try check("""

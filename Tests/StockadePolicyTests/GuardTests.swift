@@ -61,6 +61,7 @@ let decisionCases: [DecisionCase] = [
     DecisionCase(label: "read-only profile still reads", policy: "version: 1\nextends: read-only", action: .readFile(path: "a.txt"), decision: .allow, ruleID: "allow-read"),
     DecisionCase(label: "a rule with a profile rule's id replaces it", policy: "version: 1\nrules: [{id: allow-exec, tool: exec, where: {command: git}, decision: allow}]", action: exec("rm", "-rf", "/"), decision: .deny, ruleID: nil),
     DecisionCase(label: "networked profile fetches from registries", policy: "version: 1\nextends: networked", action: .http(method: "GET", url: "https://pypi.org/simple/"), decision: .allow, ruleID: "allow-http"),
+    DecisionCase(label: "networked profile: only the registries", policy: "version: 1\nextends: networked", action: .http(method: "GET", url: "https://evil.example/upload"), decision: .deny, ruleID: nil),
     DecisionCase(label: "networked profile: no POST", policy: "version: 1\nextends: networked", action: .http(method: "POST", url: "https://pypi.org/"), decision: .deny, ruleID: nil),
 
     // exec conditions.

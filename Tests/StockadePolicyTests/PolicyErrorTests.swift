@@ -265,6 +265,15 @@ let policyErrorCases: [PolicyErrorCase] = [
         label: "network unknown key", yaml: "version: 1\nnetwork:\n  mode: none\n  proxy: x\n", position: "4:3",
         fragments: ["unknown key 'proxy' in 'network'; expected one of: mode"]),
     PolicyErrorCase(
+        label: "declassify is not a rule's tool", yaml: "version: 1\nrules: [{id: a, tool: declassify, decision: allow}]\n", position: "2:23",
+        fragments: ["'rules[0].tool' cannot be declassify", "labels.declassify"]),
+    PolicyErrorCase(
+        label: "null host in an allowlist", yaml: "version: 1\nnetwork: {mode: allowlist, allow: [{host: null}]}\n", position: "2:36",
+        fragments: ["'network.allow[0]' needs a 'host'"]),
+    PolicyErrorCase(
+        label: "empty reason", yaml: "version: 1\nrules: [{id: a, tool: exec, decision: deny, reason: }]\n", position: "2:53",
+        fragments: ["'rules[0].reason' is empty"]),
+    PolicyErrorCase(
         label: "unknown profile", yaml: "version: 1\nextends: permissive\n", position: "2:10",
         fragments: ["'extends' must be one of read-only, workspace-write, networked, got 'permissive'"]),
     PolicyErrorCase(

@@ -63,6 +63,7 @@ extension SandboxSuite.Functional {
         #expect(approved.stdout == "approved\n")
         let request = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/request.json"))) as? [String: Any]
         #expect(request?["rule"] as? String == "approve-me")
+        #expect(request?["cwd"] as? String == "/workspace")
         #expect(request?["digest"] as? String == Action.exec(argv: ["echo", "approved"], workingDirectory: "/workspace").digest)
         let refused = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "git", "push"])
         #expect(refused.status == 125)
@@ -223,6 +224,18 @@ extension SandboxSuite.Escape {
                                         "mkdir -p .git/hooks; echo evil > .git/hooks/pre-commit; echo '{}' > .mcp.json; true"])
         #expect(out.status == 0, "\(out.stderr)")
         #expect(out.json["created_protected"] as? [String] == [".git", ".mcp.json"])
+        // A missing file inside an existing directory, and a protected name that is a
+        // symbolic link (a mount cannot sit on a link): both watched.
+        try FileManager.default.removeItem(atPath: workspace + "/.mcp.json")
+        try FileManager.default.removeItem(atPath: workspace + "/.git/hooks/pre-commit")
+        try Harness.write("real\n", to: workspace + "/real-envrc")
+        try FileManager.default.createSymbolicLink(atPath: workspace + "/.envrc", withDestinationPath: "real-envrc")
+        let replaced = try Harness.stockade(["run", "--json", "--workspace", workspace, "--", "/bin/sh", "-c",
+                                             "echo '[core]' > .git/config 2>/dev/null; rm .envrc && echo evil > .envrc; echo changed > real-envrc; true"])
+        #expect(replaced.status == 0, "\(replaced.stderr)")
+        #expect(replaced.json["created_protected"] as? [String] == [".git/config", ".envrc"], "\(replaced.stdout)")
+        // The link's target was protected by its mount.
+        #expect(try String(contentsOfFile: workspace + "/real-envrc", encoding: .utf8) == "real\n")
         let text = try Harness.stockade(["run", "--workspace", workspace, "--", "true"])
         #expect(!text.stderr.contains("warning"), "existing entries are protected, not reported: \(text.stderr)")
     }
