@@ -7,7 +7,7 @@ INIT_CFLAGS := -static -Os -s -Wall -Wextra -Werror -fstack-protector-strong -D_
 # a sealed memfd on every start, so size is start-up time.
 INIT_CC := $(shell command -v musl-gcc 2>/dev/null || echo $(CC))
 
-.PHONY: all deps debug release run test bench clean
+.PHONY: all deps debug release run test bench clean fuzz-guest
 
 all: release
 
@@ -16,9 +16,10 @@ deps:
 
 # stockade-init is plain C linked statically (it runs as PID 1 in roots that may hold
 # no C library); SwiftPM would link it through swiftc with the Swift runtime.
-$(BUILD)/stockade-init: Sources/stockade-init/main.c | deps
+INIT_SOURCES := Sources/stockade-init/main.c Sources/stockade-init/session.c Sources/stockade-init/guest_protocol.c
+$(BUILD)/stockade-init: $(INIT_SOURCES) Sources/stockade-init/guest_protocol.h | deps
 	@mkdir -p $(BUILD)
-	$(INIT_CC) $(INIT_CFLAGS) -o $@ $<
+	$(INIT_CC) $(INIT_CFLAGS) -o $@ $(INIT_SOURCES)
 
 debug: deps $(BUILD)/stockade-init
 	$(SWIFT) build --build-tests
@@ -40,6 +41,20 @@ run: release
 
 test: debug
 	$(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory fuzz-guest
+
+# stockade-init's frame parser under libFuzzer, AddressSanitizer and UBSan (the Swift
+# toolchain's clang carries libFuzzer). `make test` runs it for FUZZ_RUNS inputs.
+FUZZ_RUNS ?= 2000000
+FUZZ_CC ?= clang
+$(BUILD)/guest-fuzz: fuzz/guest_protocol_fuzz.c Sources/stockade-init/guest_protocol.c Sources/stockade-init/guest_protocol.h
+	@mkdir -p $(BUILD)
+	$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -ISources/stockade-init \
+		-o $@ fuzz/guest_protocol_fuzz.c Sources/stockade-init/guest_protocol.c
+
+fuzz-guest: $(BUILD)/guest-fuzz
+	@mkdir -p $(BUILD)/fuzz-corpus
+	$(BUILD)/guest-fuzz -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 $(BUILD)/fuzz-corpus fuzz/corpus-guest
 
 bench: release
 	@scripts/install-deps.sh --bench

@@ -8,7 +8,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include "internal.h"
@@ -116,6 +119,19 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     // Step 3: our own host name in our own UTS namespace.
     size_t hostname_length = strlen(config->hostname);
     if (sethostname(config->hostname, hostname_length) < 0) stockade_child_fail("set the host name", NULL, errno);
+
+    // The network namespace's own loopback, up: programs inside may talk to each
+    // other (a server one action started, a client the next runs); nothing else is
+    // there to reach.
+    int netlink = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (netlink < 0) stockade_child_fail("open a socket to bring up the loopback device", NULL, errno);
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(netlink, SIOCGIFFLAGS, &request) < 0) stockade_child_fail("read the loopback device's flags", NULL, errno);
+    request.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(netlink, SIOCSIFFLAGS, &request) < 0) stockade_child_fail("bring up the loopback device", NULL, errno);
+    close(netlink);
 
     // Step 4: the root file system (mounts.c); ends inside the new root.
     stockade_child_build_root(config);

@@ -71,6 +71,16 @@ int stockade_open_beneath(int dirfd, const char *path, int flags, unsigned int m
     return fd < 0 ? -errno : fd;
 }
 
+int stockade_open_beneath_following(int dirfd, const char *path, int flags) {
+    struct stockade_open_how how = {
+        .flags = (unsigned long long)(flags | O_CLOEXEC),
+        .mode = 0,
+        .resolve = STOCKADE_RESOLVE_BENEATH | STOCKADE_RESOLVE_NO_MAGICLINKS,
+    };
+    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    return fd < 0 ? -errno : fd;
+}
+
 int stockade_idmapped_tree(const char *path, int userns_fd, int read_only) {
     // The path was resolved when the plan was made: a symlink on it now is an attack
     // (a concurrent sandbox redirecting the workspace), so none is followed.

@@ -228,6 +228,20 @@ public struct ResourceLimits: Codable, Equatable, Sendable {
     }
 }
 
+extension ResourceLimits {
+    /// How a limit that ended a command is named: "memory (256 MiB)".
+    public func describe(_ limit: LimitKind) -> String {
+        switch limit {
+        case .wall: return "wall time (\(wallMilliseconds.map(Quantity.formatMilliseconds) ?? "unset"))"
+        case .cpu: return "cpu time (\(cpuMilliseconds.map(Quantity.formatMilliseconds) ?? "unset"))"
+        case .memory: return "memory (\(memoryBytes.map(Quantity.formatBytes) ?? "unset"))"
+        case .pids: return "processes (\(pids.map { String($0) } ?? "unset"))"
+        case .output: return "output (\(outputBytes.map(Quantity.formatBytes) ?? "unset"))"
+        case .fileSize: return "file size (\(fileSizeBytes.map(Quantity.formatBytes) ?? "unset"))"
+        }
+    }
+}
+
 /// Which system-call filter to install.
 public enum SeccompProfile: String, Codable, Equatable, Sendable {
     /// Deny what an agent's tools never need (see `Seccomp.swift` for the list and why).

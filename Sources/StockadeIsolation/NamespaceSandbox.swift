@@ -180,7 +180,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         if limit == nil, result.signal == SIGKILL, let cpuLimit = plan.limits.cpuMilliseconds, cpu >= cpuLimit { limit = .cpu }
         if let limit {
             result.limit = limit
-            result.limitDescription = Self.describe(limit, plan.limits)
+            result.limitDescription = plan.limits.describe(limit)
             if result.signal == nil {
                 result.signal = SIGKILL
                 result.exitCode = 128 + SIGKILL
@@ -298,17 +298,6 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             .notExecutable,
             "failed to run '\(name)': \(errnoText(error)). Check that it is an executable file the sandbox user may run"
         )
-    }
-
-    static func describe(_ limit: LimitKind, _ limits: ResourceLimits) -> String {
-        switch limit {
-        case .wall: return "wall time (\(limits.wallMilliseconds.map(Quantity.formatMilliseconds) ?? "unset"))"
-        case .cpu: return "cpu time (\(limits.cpuMilliseconds.map(Quantity.formatMilliseconds) ?? "unset"))"
-        case .memory: return "memory (\(limits.memoryBytes.map(Quantity.formatBytes) ?? "unset"))"
-        case .pids: return "processes (\(limits.pids.map { String($0) } ?? "unset"))"
-        case .output: return "output (\(limits.outputBytes.map(Quantity.formatBytes) ?? "unset"))"
-        case .fileSize: return "file size (\(limits.fileSizeBytes.map(Quantity.formatBytes) ?? "unset"))"
-        }
     }
 
     private static func signalDescriptor() -> Int32 {

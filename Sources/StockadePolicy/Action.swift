@@ -58,6 +58,12 @@ public enum Action: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The working directory of an `exec`; nil for other tools.
+    public var workingDirectory: String? {
+        if case .exec(_, let workingDirectory) = self { return workingDirectory }
+        return nil
+    }
+
     /// The path a file action names; nil for other tools.
     public var path: String? {
         switch self {

@@ -309,23 +309,34 @@ public final class SandboxCgroup: Sendable {
     /// Whether the kernel's OOM killer killed a process of the group (v2: `oom_kill` in
     /// memory.events; v1: `oom_kill` in memory.oom_control, Linux 4.13+).
     public func memoryLimitHit() -> Bool {
+        memoryKills() > 0
+    }
+
+    /// How many processes of the group the OOM killer has killed so far (sessions
+    /// compare it before and after each action).
+    public func memoryKills() -> UInt64 {
         let events: String?
         switch layout {
         case .v2(let directory): events = CgroupFS.read(directory + "/memory.events")
         case .v1(let memory, _, _): events = memory.flatMap { CgroupFS.read($0 + "/memory.oom_control") }
         }
-        return (events.flatMap { Self.counter("oom_kill", in: $0) } ?? 0) > 0
+        return events.flatMap { Self.counter("oom_kill", in: $0) } ?? 0
     }
 
     /// Whether a fork or clone failed because of the process limit (`max` in pids.events).
     public func pidsLimitHit() -> Bool {
+        pidsLimitRefusals() > 0
+    }
+
+    /// How many forks or clones the process limit has refused so far.
+    public func pidsLimitRefusals() -> UInt64 {
         let directory: String?
         switch layout {
         case .v2(let path): directory = path
         case .v1(_, let pids, _): directory = pids
         }
         let events = directory.flatMap { CgroupFS.read($0 + "/pids.events") }
-        return (events.flatMap { Self.counter("max", in: $0) } ?? 0) > 0
+        return events.flatMap { Self.counter("max", in: $0) } ?? 0
     }
 
     /// CPU time used by the group's processes, user and system, in microseconds (v2:

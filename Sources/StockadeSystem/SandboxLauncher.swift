@@ -17,6 +17,9 @@ public struct LaunchRequest {
     public var cgroup: SandboxCgroup?
     /// Size of the tmpfs that becomes the sandbox root.
     public var rootSizeBytes: UInt64 = 16 << 20
+    /// Start stockade-init as a session's guest agent (`--session`) instead of running
+    /// the plan's command: the status channel is then a socket both ways.
+    public var session = false
 
     public init(
         plan: SandboxPlan, identity: HostIdentity, landlock: Landlock.Ruleset?, seccompProgram: [UInt8],
@@ -42,7 +45,8 @@ public struct LaunchedSandbox: Sendable {
     /// so a recycled pid can never be hit.
     public let pidfd: Int32
     /// Read end of stockade-init's status channel (also its lifeline: closing it
-    /// makes stockade-init tear the sandbox down).
+    /// makes stockade-init tear the sandbox down). For a session, our end of the
+    /// socket that carries the guest protocol.
     public let statusFD: Int32
 }
 
@@ -58,7 +62,7 @@ public enum SandboxLauncher {
         defer { pipes.closeAll() }
         let sync = try pipes.make()
         let failure = try pipes.make()
-        let status = try pipes.make()
+        let status = request.session ? try pipes.makeSocketPair() : try pipes.make()
 
         // Root mode: the workspace is attached as an idmapped tree prepared here,
         // since only the supervisor holds CAP_SYS_ADMIN over the host file system.
@@ -90,7 +94,7 @@ public enum SandboxLauncher {
             stockade_landlock_rule(path: UnsafePointer(arena.string($0.path)), access: $0.access.rawValue)
         }
         let limits = request.resourceLimits.map { stockade_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
-        let argv = arena.stringArray(["stockade-init", "--"] + request.plan.command)
+        let argv = arena.stringArray(request.session ? ["stockade-init", "--session"] : ["stockade-init", "--"] + request.plan.command)
         let envp = arena.stringArray(request.plan.environment.map { "\($0.name)=\($0.value)" })
         let hostname = arena.string(request.plan.hostname)
         let workingDirectory = arena.string(request.plan.workingDirectory)
@@ -237,6 +241,18 @@ public struct PipeSet {
 
     public mutating func close(_ fd: Int32) {
         if open.remove(fd) != nil { Glibc.close(fd) }
+    }
+
+    /// A connected pair of stream sockets (close-on-exec), named like a pipe's ends: the
+    /// child gets `write`, the supervisor keeps `read`; both ends read and write.
+    public mutating func makeSocketPair() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw StockadeError(.startFailed, "failed to create a socket pair: \(errnoText(errno)). The process may be out of file descriptors")
+        }
+        open.insert(fds[0])
+        open.insert(fds[1])
+        return (fds[0], fds[1])
     }
 
     /// Takes `fd` (created elsewhere) into the set.

@@ -10,6 +10,7 @@
 // (no reader left) means the supervisor died, upon which the sandbox is torn down.
 //
 // Usage (by the supervisor only): stockade-init -- COMMAND [ARG...]
+//                                 stockade-init --session   (see session.c)
 // Plain C, linked statically: the sandbox root may hold no C library.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +26,8 @@
 #include <unistd.h>
 
 #define STATUS_FD 3
+
+int guest_session_main(int signals, const sigset_t *handled);
 
 static const int forwarded_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
@@ -50,8 +53,9 @@ static void kill_everything(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 3 || strcmp(argv[1], "--") != 0) {
-        fprintf(stderr, "stockade-init: usage: stockade-init -- COMMAND [ARG...] (started by stockade only)\n");
+    int session = argc == 2 && strcmp(argv[1], "--session") == 0;
+    if (!session && (argc < 3 || strcmp(argv[1], "--") != 0)) {
+        fprintf(stderr, "stockade-init: usage: stockade-init -- COMMAND [ARG...] | --session (started by stockade only)\n");
         return 125;
     }
     // Not dumpable: processes of the sandbox cannot read our memory or environment
@@ -75,6 +79,7 @@ int main(int argc, char **argv) {
         report("exec-failed 5\n");
         return 125;
     }
+    if (session) return guest_session_main(signals, &handled);
 
     int exec_pipe[2];
     if (pipe2(exec_pipe, O_CLOEXEC) < 0) {

@@ -166,6 +166,11 @@ int stockade_sealed_executable(const char *_Nonnull path);
 /// symlink on the way).
 int stockade_open_beneath(int dirfd, const char *_Nonnull path, int flags, unsigned int mode);
 
+/// openat2(2) relative to `dirfd`, confined beneath it (RESOLVE_BENEATH), following
+/// symlinks that stay beneath it but no magic link (RESOLVE_NO_MAGICLINKS); O_CLOEXEC
+/// is added to `flags`. Returns the fd or -errno.
+int stockade_open_beneath_following(int dirfd, const char *_Nonnull path, int flags);
+
 /// pipe2(O_CLOEXEC), which Swift does not see. Returns 0 or -errno.
 int stockade_cloexec_pipe(int *_Nonnull fds);
 

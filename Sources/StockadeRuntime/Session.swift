@@ -1,0 +1,385 @@
+import Foundation
+import StockadeCore
+import StockadeIsolation
+import StockadePolicy
+import StockadeSystem
+
+/// How a session is set up, beyond its policy.
+public struct SessionOptions: Sendable {
+    /// The workspace; nil: the policy's, else the current directory.
+    public var workspace: String?
+    /// The session ends after this long without an action.
+    public var idleTimeout: Duration
+    /// The session ends this long after it started, whatever it is doing.
+    public var timeToLive: Duration
+    /// Who answers `ask` decisions; nil: the one the policy's `approval` names.
+    public var approver: (any Approver)?
+    /// Largest file `read_file` returns (more is cut, and said so).
+    public var maxReadBytes: Int
+    /// Largest file `write_file` accepts.
+    public var maxWriteBytes: Int
+    /// Largest stdout (and stderr) an `exec` result holds.
+    public var maxCapturedOutput: Int
+    public var callerEnvironment: [String: String]
+    public var currentDirectory: String
+
+    public init(
+        workspace: String? = nil, idleTimeout: Duration = .seconds(15 * 60), timeToLive: Duration = .seconds(4 * 3600),
+        approver: (any Approver)? = nil, maxReadBytes: Int = 8 << 20, maxWriteBytes: Int = 8 << 20,
+        maxCapturedOutput: Int = 1 << 20,
+        callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        currentDirectory: String = FileManager.default.currentDirectoryPath
+    ) {
+        self.workspace = workspace
+        self.idleTimeout = idleTimeout
+        self.timeToLive = timeToLive
+        self.approver = approver
+        self.maxReadBytes = maxReadBytes
+        self.maxWriteBytes = maxWriteBytes
+        self.maxCapturedOutput = maxCapturedOutput
+        self.callerEnvironment = callerEnvironment
+        self.currentDirectory = currentDirectory
+    }
+}
+
+/// An action as a front end asks for it: the policy's `Action` plus what it carries
+/// beyond its arguments (the content of a write).
+public enum SessionAction: Sendable {
+    /// Runs a command; the working directory defaults to /workspace.
+    case exec([String], workingDirectory: String? = nil)
+    case readFile(String)
+    case writeFile(String, content: [UInt8])
+    case listFiles(String)
+    case http(method: String, url: String)
+    /// Asks to lower a label through the policy's declassify rule of this id.
+    case declassify(String)
+}
+
+/// What one action did. A denial is a result too (`performed` false), with the rule
+/// that made it: agents are told why, and can adapt.
+public struct ActionResult: Codable, Equatable, Sendable {
+    /// The action in one line.
+    public var action: String
+    public var decision: Decision
+    /// The rule, invariant or declassify rule behind the decision.
+    public var rule: String?
+    /// "denied by rule no-push: git push needs approval", or why approval failed.
+    public var message: String
+    /// Who approved an `ask`.
+    public var approvedBy: String?
+    /// False when the action was refused and nothing ran.
+    public var performed: Bool
+
+    // exec
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var limit: LimitKind?
+    public var limitDescription: String?
+    public var stdout: [UInt8] = []
+    public var stderr: [UInt8] = []
+    public var stdoutTruncated = false
+    public var stderrTruncated = false
+    public var cpuMilliseconds: UInt64?
+
+    // read_file, write_file, list_files
+    /// The resolved path, relative to the workspace.
+    public var path: String?
+    public var content: [UInt8]?
+    public var contentTruncated = false
+    public var bytesWritten: Int?
+    public var entries: [WorkspaceFiles.Entry]?
+
+    public var wallMilliseconds: UInt64 = 0
+    /// The session's labels after the action.
+    public var labels: [String] = []
+
+    /// True when the action was refused, or ran and failed (non-zero exit, a limit).
+    public var isError: Bool {
+        !performed || (exitCode.map { $0 != 0 } ?? false) || limit != nil
+    }
+}
+
+/// One sandbox for a whole agent task: one policy, one workspace, one label state. It
+/// stays up between actions (a server started by one action can be reached by the
+/// next) and ends on `close()`, on idle timeout, on its time to live, or when the
+/// supervisor dies; then every process in it is killed.
+///
+/// Every action goes through the policy first (`PolicyGuard`), with the session's
+/// labels; `ask` goes to the approver, bound to that exact action. Actions run one at a
+/// time, so that the labels each one is judged with are those the previous ones left.
+public final class Session: @unchecked Sendable {
+    /// Random, for logs and audit records.
+    public let id: String
+    public let policy: PolicyDocument
+    public let plan: SandboxPlan
+    let policyGuard: PolicyGuard
+    let sandbox: NamespaceSession
+    let workspaceFiles: WorkspaceFiles?
+    let options: SessionOptions
+    let approver: any Approver
+    let approvalTimeout: Duration
+    let ledger = ApprovalLedger()
+
+    /// Serializes actions (held for the whole of one).
+    private let actionLock = NSLock()
+    private let stateLock = NSCondition()
+    private var currentLabel = SessionLabel.initial
+    private var lastActivity = ContinuousClock.now
+    private var ended: String?
+    private let started = ContinuousClock.now
+
+    /// Starts a session sandbox.
+    /// - Throws: `StockadeError` when the policy or workspace is invalid or the
+    ///   sandbox cannot start.
+    public static func start(policy: PolicyDocument = .default, options: SessionOptions = SessionOptions()) async throws -> Session {
+        try await Self.offload { try Session(policy: policy, options: options) }
+    }
+
+    init(policy: PolicyDocument, options: SessionOptions) throws {
+        if let tier = policy.resolved().isolation?.tier, tier != .auto, tier != .namespaces {
+            throw StockadeError(.unsupported, "failed to start the session: the policy asks for isolation tier '\(tier.rawValue)', which this version of stockade does not have. Use 'namespaces' or 'auto'")
+        }
+        self.id = (0..<8).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+        self.policy = policy
+        self.options = options
+        self.policyGuard = try PolicyGuard(policy)
+        // The plan's command is never run: the guest agent starts each action's.
+        let request = RunRequest(
+            command: ["/bin/sh"], policy: policy, workspace: options.workspace,
+            callerEnvironment: options.callerEnvironment, currentDirectory: options.currentDirectory)
+        self.plan = try PlanCompiler.compile(request)
+        let settings = policyGuard.policy.approval ?? ApprovalSettings()
+        self.approver = options.approver ?? settings.makeApprover()
+        self.approvalTimeout = settings.timeout
+        self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath) }
+        self.sandbox = try NamespaceBackend().startSession(plan)
+        startWatchdog()
+    }
+
+    deinit {
+        sandbox.close()
+    }
+
+    /// The labels the session carries now.
+    public var label: SessionLabel {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return currentLabel
+    }
+
+    /// Why the session ended, or nil while it is open.
+    public var endReason: String? {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        return ended
+    }
+
+    /// Decides and, if allowed, performs one action.
+    /// - Throws: `StockadeError` when the session has ended or stockade itself fails
+    ///   (a denial is a result, not an error).
+    public func perform(_ action: SessionAction) async throws -> ActionResult {
+        try await Self.offload { try self.performNow(action) }
+    }
+
+    /// Ends the session now. Idempotent.
+    public func close() {
+        end(because: "closed")
+    }
+
+    // MARK: -
+
+    func performNow(_ request: SessionAction) throws -> ActionResult {
+        actionLock.lock()
+        defer { actionLock.unlock() }
+        try touch()
+        let clock = ContinuousClock.now
+        // Paths are judged where they really lead: a symlink in the workspace is
+        // resolved (beneath the root, by the kernel) before the policy sees it.
+        let action: Action
+        var opened: WorkspaceFiles.Opened?
+        var writeTarget: WorkspaceFiles.WriteTarget?
+        switch request {
+        case .exec(let argv, let workingDirectory):
+            action = .exec(argv: argv, workingDirectory: workingDirectory ?? plan.workingDirectory)
+        case .readFile(let path):
+            let handle = try files().open(try workspaceRelative(path))
+            opened = handle
+            action = .readFile(path: Self.sandboxPath(handle.relativePath))
+        case .listFiles(let path):
+            let handle = try files().open(try workspaceRelative(path), directory: true)
+            opened = handle
+            action = .listFiles(path: Self.sandboxPath(handle.relativePath))
+        case .writeFile(let path, let content):
+            guard content.count <= options.maxWriteBytes else {
+                throw StockadeError(.invalidArgument, "failed to write \(path): \(content.count) bytes is more than the session's limit of \(options.maxWriteBytes)")
+            }
+            let target = try files().writeTarget(try workspaceRelative(path))
+            writeTarget = target
+            action = .writeFile(path: Self.sandboxPath(target.relativePath))
+        case .http(let method, let url):
+            action = .http(method: method, url: url)
+        case .declassify(let rule):
+            action = .declassify(rule: rule)
+        }
+
+        let before = label
+        let authorization = ActionGate.authorize(
+            action, guard: policyGuard, label: before, approver: { self.approver }, timeout: approvalTimeout, ledger: ledger)
+        var result = ActionResult(
+            action: action.description, decision: authorization.verdict.decision, rule: authorization.verdict.ruleID,
+            message: authorization.allowed ? authorization.verdict.description : authorization.refusal,
+            approvedBy: authorization.approver, performed: false)
+        guard authorization.allowed else {
+            result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
+            result.wallMilliseconds = Self.milliseconds(since: clock)
+            return result
+        }
+        result.performed = true
+        switch request {
+        case .exec(let argv, _):
+            let outcome = try sandbox.exec(GuestExec(
+                argv: argv, environment: plan.environment, workingDirectory: action.workingDirectory ?? plan.workingDirectory,
+                wallMilliseconds: plan.limits.wallMilliseconds, cpuMilliseconds: plan.limits.cpuMilliseconds,
+                outputBytes: plan.limits.outputBytes, captureBytesPerStream: options.maxCapturedOutput))
+            result.exitCode = outcome.exitCode
+            result.signal = outcome.signal
+            result.limit = outcome.limit
+            result.limitDescription = outcome.limit.map { plan.limits.describe($0) }
+            result.stdout = outcome.stdout
+            result.stderr = outcome.stderr
+            result.stdoutTruncated = outcome.stdoutTruncated
+            result.stderrTruncated = outcome.stderrTruncated
+            result.cpuMilliseconds = outcome.cpuMicroseconds / 1000
+        case .readFile:
+            let read = try files().read(opened!, limit: options.maxReadBytes)
+            result.path = opened!.relativePath
+            result.content = read.bytes
+            result.contentTruncated = read.truncated
+        case .listFiles:
+            let hidden = try GlobSet(patterns: plan.workspace?.hiddenPatterns ?? [])
+            let base = opened!.relativePath
+            // Hidden entries are not there for the agent, not even by name.
+            result.entries = try files().list(opened!).filter { entry in
+                !hidden.matchesPathOrAnyParent(base.isEmpty ? entry.name : base + "/" + entry.name, isDirectory: entry.type == "directory")
+            }
+            result.path = base
+        case .writeFile(_, let content):
+            result.bytesWritten = try files().write(content, to: writeTarget!)
+            result.path = writeTarget!.relativePath
+        case .http:
+            result.performed = false
+            result.message = "http actions need the egress proxy, which this version does not have; nothing was fetched"
+        case .declassify:
+            break
+        }
+        finish(action, into: &result, from: before, clock: clock)
+        return result
+    }
+
+    private func files() throws -> WorkspaceFiles {
+        guard let files = workspaceFiles else {
+            throw StockadeError(.invalidArgument, "failed to use a file action: this session has no workspace")
+        }
+        return files
+    }
+
+    static func sandboxPath(_ relative: String) -> String {
+        relative.isEmpty ? "/workspace" : "/workspace/" + relative
+    }
+
+    private func finish(_ action: Action, into result: inout ActionResult, from before: SessionLabel, clock: ContinuousClock.Instant) {
+        let after = action.tool == .declassify
+            ? policyGuard.label(afterApproved: action, from: before)
+            : policyGuard.label(after: action, from: before)
+        stateLock.lock()
+        currentLabel = after
+        lastActivity = ContinuousClock.now
+        stateLock.unlock()
+        result.labels = Label.allCases.filter(after.contains).map(\.rawValue)
+        result.wallMilliseconds = Self.milliseconds(since: clock)
+    }
+
+    /// The workspace-relative form of a sandbox path (`/workspace/a` or `a`).
+    private func workspaceRelative(_ path: String) throws -> String {
+        guard !path.isEmpty, !path.utf8.contains(0) else {
+            throw StockadeError(.invalidArgument, "failed to use the path: it is empty or contains a NUL byte")
+        }
+        if path == "/workspace" { return "" }
+        if path.hasPrefix("/workspace/") { return String(path.dropFirst("/workspace/".count)) }
+        if path.hasPrefix("/") {
+            throw StockadeError(.invalidArgument, "failed to use \(path): file actions reach the workspace (/workspace) only. Run a command (exec) to look elsewhere in the sandbox")
+        }
+        return path
+    }
+
+    private func touch() throws {
+        stateLock.lock()
+        defer { stateLock.unlock() }
+        if let ended {
+            throw StockadeError(.startFailed, "failed to perform the action: the session has ended (\(ended)). Start a new one")
+        }
+        guard sandbox.isOpen else {
+            ended = "its sandbox ended"
+            throw StockadeError(.startFailed, "failed to perform the action: the session's sandbox has ended. Start a new one")
+        }
+        lastActivity = ContinuousClock.now
+    }
+
+    private func end(because reason: String) {
+        stateLock.lock()
+        if ended == nil { ended = reason }
+        stateLock.broadcast()
+        stateLock.unlock()
+        sandbox.close()
+    }
+
+    /// Ends the session on idle timeout or at its time to live.
+    private func startWatchdog() {
+        let thread = Thread { [weak self] in
+            while let session = self {
+                session.stateLock.lock()
+                if session.ended != nil {
+                    session.stateLock.unlock()
+                    return
+                }
+                let now = ContinuousClock.now
+                let idleDeadline = session.lastActivity + session.options.idleTimeout
+                let lifeDeadline = session.started + session.options.timeToLive
+                let busy = !session.actionLock.try()
+                if !busy { session.actionLock.unlock() }
+                var reason: String?
+                if now >= lifeDeadline {
+                    reason = "its time to live of \(session.options.timeToLive) ran out"
+                } else if now >= idleDeadline && !busy {
+                    reason = "it was idle for \(session.options.idleTimeout)"
+                }
+                if let reason {
+                    session.stateLock.unlock()
+                    session.end(because: reason)
+                    return
+                }
+                let wake = min(idleDeadline, lifeDeadline) - now
+                let seconds = max(0.01, min(1.0, Double(wake.components.seconds) + Double(wake.components.attoseconds) / 1e18))
+                _ = session.stateLock.wait(until: Date().addingTimeInterval(seconds))
+                session.stateLock.unlock()
+            }
+        }
+        thread.name = "stockade-session-watchdog"
+        thread.start()
+    }
+
+    static func milliseconds(since start: ContinuousClock.Instant) -> UInt64 {
+        let elapsed = ContinuousClock.now - start
+        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    /// Runs blocking work on a thread of its own, so that async callers never block
+    /// the cooperative pool.
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread { continuation.resume(with: Result { try work() }) }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+}
