@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // Pure Swift: the shared error type and the sandbox plan (plain data).
@@ -43,8 +44,13 @@ let package = Package(
         .target(name: "StockadeRuntime", dependencies: [
             "StockadeCore", "StockadePolicy", "StockadeIsolation",
         ]),
+        // The front ends beyond the CLI: the MCP server (the official Swift SDK).
+        .target(name: "StockadeServer", dependencies: [
+            "StockadeRuntime",
+            .product(name: "MCP", package: "swift-sdk"),
+        ]),
         .executableTarget(name: "stockade", dependencies: [
-            "StockadeRuntime", "StockadeSystem",
+            "StockadeRuntime", "StockadeSystem", "StockadeServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // In-process spawn latency, for bench/run.sh.

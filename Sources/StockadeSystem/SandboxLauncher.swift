@@ -54,7 +54,15 @@ public struct LaunchedSandbox: Sendable {
 /// write the uid/gid maps, move the child into its cgroups, release it, and wait until
 /// it either failed (and said why) or became stockade-init.
 public enum SandboxLauncher {
+    private static let launchLock = NSLock()
+
     public static func launch(_ request: LaunchRequest) throws -> LaunchedSandbox {
+        // One launch at a time per process. Between clone and exec a child holds a copy
+        // of every descriptor the process had, close-on-exec or not: two launches at
+        // once would each hold the other's set-up pipes (and the idmap helper's gate),
+        // and each would wait for an end of file that the other's child keeps from it.
+        launchLock.lock()
+        defer { launchLock.unlock() }
         let initFD = try InitBinary.descriptor()
         var trees: [Int32] = []
         defer { trees.forEach { close($0) } }
