@@ -7,7 +7,7 @@ INIT_CFLAGS := -static -Os -s -Wall -Wextra -Werror -fstack-protector-strong -D_
 # a sealed memfd on every start, so size is start-up time.
 INIT_CC := $(shell command -v musl-gcc 2>/dev/null || echo $(CC))
 
-.PHONY: all deps debug release run test bench clean fuzz-guest
+.PHONY: all deps debug release run test bench clean fuzz-guest mcp-e2e
 
 all: release
 
@@ -42,6 +42,19 @@ run: release
 test: debug
 	$(SWIFT) test --skip-build
 	$(MAKE) --no-print-directory fuzz-guest
+	$(MAKE) --no-print-directory mcp-e2e
+
+# `stockade mcp` driven by a client nobody here wrote: the official MCP Python SDK, in a
+# virtual environment of its own (pinned, so that a new release cannot change the run).
+MCP_VENV := $(BUILD)/mcp-venv
+MCP_SDK := mcp==2.3.0
+$(MCP_VENV)/.installed:
+	python3 -m venv $(MCP_VENV)
+	$(MCP_VENV)/bin/pip install -q --disable-pip-version-check "$(MCP_SDK)"
+	touch $@
+
+mcp-e2e: $(MCP_VENV)/.installed
+	$(MCP_VENV)/bin/python tests/mcp_e2e.py $(BUILD)/debug/stockade
 
 # stockade-init's frame parser under libFuzzer, AddressSanitizer and UBSan (the Swift
 # toolchain's clang carries libFuzzer). `make test` runs it for FUZZ_RUNS inputs.

@@ -5,7 +5,7 @@
 #   scripts/install-deps.sh --bench  also the tools the benchmark compares against
 set -eu
 
-packages="libseccomp-dev gcc musl-tools make git python3 util-linux passwd"
+packages="libseccomp-dev gcc musl-tools make git python3 python3-venv util-linux passwd"
 if [ "${1:-}" = "--bench" ]; then
     packages="$packages hyperfine bubblewrap firejail time"
 fi

@@ -1,0 +1,135 @@
+"""End to end: `stockade mcp` driven by the official MCP Python SDK over stdio.
+
+Run by `make test` (make mcp-e2e) in a virtual environment the Makefile creates. Each
+check prints one line; the first failure raises and exits non-zero.
+"""
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+STOCKADE = sys.argv[1]
+MARKER = f"4000.{os.getpid()}"  # a sleep of this length marks the session's processes
+
+
+def host_processes(marker):
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read().split(b"\0"):
+                    count += 1
+        except OSError:
+            pass
+    return count
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+    print(f"ok - {what}")
+
+
+def text(result):
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+async def session_checks(workspace, policy):
+    params = StdioServerParameters(command=STOCKADE, args=["mcp", "--workspace", workspace, "--policy", policy])
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            check(set(tools) == {"run_command", "read_file", "write_file", "list_files"}, "tools are listed")
+            check(tools["read_file"].annotations.read_only_hint is True, "read_file is marked read-only")
+            check(tools["run_command"].annotations.destructive_hint is True, "run_command is marked destructive")
+            check("argv" in tools["run_command"].input_schema["properties"], "run_command has an input schema")
+
+            result = await session.call_tool("run_command", {"argv": ["sh", "-c", "echo hello from $(hostname)"]})
+            check(not result.is_error and "hello from stockade" in text(result), "a command runs in the sandbox")
+
+            result = await session.call_tool("write_file", {"path": "notes/today.txt", "content": "written by the agent\n"})
+            check(not result.is_error, "a file is written")
+            result = await session.call_tool("read_file", {"path": "notes/today.txt"})
+            check(text(result) == "written by the agent\n", "the file reads back")
+            with open(os.path.join(workspace, "notes/today.txt")) as handle:
+                check(handle.read() == "written by the agent\n", "the file is in the workspace")
+
+            result = await session.call_tool("run_command", {"command": "git push origin main"})
+            check(result.is_error and "denied by rule no-push: pushing needs a person" in text(result), "a denied action says which rule and why")
+
+            result = await session.call_tool("read_file", {"path": ".env"})
+            check(result.is_error and "hidden" in text(result), "a hidden file cannot be read")
+
+            result = await session.call_tool("run_command", {"argv": ["sleep", "30"]})
+            check(result.is_error and "limit exceeded: wall time (2s)" in text(result), "a limit ends the action and is named")
+
+            result = await session.call_tool("run_command", {"command": f"sleep {MARKER} &"})
+            check(not result.is_error, "a background process starts")
+            result = await session.call_tool("run_command", {"argv": ["sh", "-c", "ls /proc | grep -c '^[0-9]'"]})
+            check(int(text(result).split("--- stdout ---\n")[1].split()[0]) >= 2, "the background process is still there in the next call")
+            check(host_processes(MARKER) == 1, "the background process runs on the host, in the sandbox")
+
+            result = await session.call_tool("no_such_tool", {})
+            check(result.is_error, "an unknown tool is an error result")
+            result = await session.call_tool("run_command", {"argv": [], "bogus": 1})
+            check(result.is_error and "bogus" in text(result), "a bad argument is named")
+    for _ in range(50):
+        if host_processes(MARKER) == 0:
+            break
+        time.sleep(0.1)
+    check(host_processes(MARKER) == 0, "closing the connection ends every process of the session")
+
+
+def killed_supervisor(workspace, policy):
+    """The supervisor killed with SIGKILL: the sandbox must not outlive it."""
+    marker = f"4001.{os.getpid()}"
+    server = subprocess.Popen([STOCKADE, "mcp", "--workspace", workspace, "--policy", policy],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def send(message):
+        import json
+        server.stdin.write((json.dumps(message) + "\n").encode())
+        server.stdin.flush()
+        return json.loads(server.stdout.readline()) if "id" in message else None
+
+    send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}})
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    reply = send({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_command", "arguments": {"command": f"sleep {marker} &"}}})
+    check("error" not in reply, "a background process starts under a supervisor about to be killed")
+    check(host_processes(marker) == 1, "it is running")
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    for _ in range(50):
+        if host_processes(marker) == 0:
+            break
+        time.sleep(0.1)
+    check(host_processes(marker) == 0, "after SIGKILL of the supervisor nothing of the sandbox is left")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as workspace, tempfile.TemporaryDirectory() as config:
+        with open(os.path.join(workspace, ".env"), "w") as handle:
+            handle.write("TOKEN=do-not-leak\n")
+        policy = os.path.join(config, "policy.yaml")
+        with open(policy, "w") as handle:
+            handle.write(
+                "version: 1\n"
+                "limits: {wall: 2s}\n"
+                "rules:\n"
+                "  - {id: no-push, tool: exec, where: {argv: {prefix: [git, push]}}, decision: deny, reason: pushing needs a person}\n")
+        asyncio.run(session_checks(workspace, policy))
+        killed_supervisor(workspace, policy)
+    print("all MCP end-to-end checks passed")
+
+
+if __name__ == "__main__":
+    main()
