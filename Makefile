@@ -69,7 +69,7 @@ fuzz-guest: $(BUILD)/guest-fuzz
 	@mkdir -p $(BUILD)/fuzz-corpus
 	$(BUILD)/guest-fuzz -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 $(BUILD)/fuzz-corpus fuzz/corpus-guest
 
-bench: release
+bench: release $(MCP_VENV)/.installed
 	@scripts/install-deps.sh --bench
 	$(SWIFT) build $(RELEASE_FLAGS) --product stockade-bench
 	bench/run.sh

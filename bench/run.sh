@@ -45,6 +45,12 @@ cd - >/dev/null
 # start of the same command.
 .build/release/stockade-bench --iterations "${TOOLSET_RUNS:-100}" --toolset python3 --toolset git --toolset sh >"$OUT/toolset.json"
 
+# Sessions: exec in a warm session, and start to first result.
+.build/release/stockade-bench --session --iterations "${SESSION_RUNS:-300}" >"$OUT/session.json"
+
+# MCP: a run_command call through the official Python SDK, beside a direct subprocess.
+.build/mcp-venv/bin/python bench/mcp_roundtrip.py "$STOCKADE" "${MCP_RUNS:-200}" >"$OUT/mcp.json"
+
 # Peak memory (max RSS) of stockade itself running /bin/true.
 peak_kib=$(/usr/bin/time -f '%M' $STOCKADE run -- /bin/true 2>&1 >/dev/null | tail -1)
 bwrap_kib=$(/usr/bin/time -f '%M' $BWRAP /bin/true 2>&1 >/dev/null | tail -1)

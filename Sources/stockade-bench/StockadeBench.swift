@@ -18,6 +18,10 @@ enum StockadeBench {
             try benchmarkDecisions()
             return
         }
+        if arguments.contains("--session") {
+            try benchmarkSessions(iterations: iterations)
+            return
+        }
         let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("stockade-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
@@ -131,6 +135,61 @@ enum StockadeBench {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// Sessions: `exec` of /bin/true in a warm session (the guest agent alone, and the
+    /// whole `Session.perform` with the policy) against a bare posix_spawn+wait, and the
+    /// time from starting a session to the first result.
+    static func benchmarkSessions(iterations: Int) throws {
+        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("stockade-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: workspace) }
+        let plan = try Runner.plan(RunRequest(command: ["/bin/true"], workspace: workspace))
+        let sandbox = try NamespaceBackend().startSession(plan)
+        defer { sandbox.close() }
+        let exec = GuestExec(argv: ["/bin/true"], environment: plan.environment, workingDirectory: "/workspace")
+        let session = try blocking { try await Session.start(options: SessionOptions(workspace: workspace)) }
+        defer { session.close() }
+        var bare: [Double] = []
+        var guest: [Double] = []
+        var perform: [Double] = []
+        for _ in 0..<10 { _ = try sandbox.exec(exec) }
+        for _ in 0..<iterations {
+            bare.append(try time { try spawnBare() })
+            guest.append(try time { _ = try sandbox.exec(exec) })
+            perform.append(try time { _ = try blocking { try await session.perform(.exec(["/bin/true"])) } })
+        }
+        var firstResult: [Double] = []
+        for _ in 0..<max(10, iterations / 10) {
+            firstResult.append(try time {
+                let fresh = try blocking { try await Session.start(options: SessionOptions(workspace: workspace)) }
+                _ = try blocking { try await fresh.perform(.exec(["/bin/true"])) }
+                fresh.close()
+            })
+        }
+        let report: [String: Any] = [
+            "iterations": iterations, "bare_ms": median(bare), "guest_exec_ms": median(guest), "perform_ms": median(perform),
+            "start_to_first_result_ms": median(firstResult),
+        ]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// Runs async work to completion from synchronous code.
+    static func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { box.result = .success(try await work()) } catch { box.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return try box.result!.get()
+    }
+
+    final class ResultBox<T>: @unchecked Sendable {
+        var result: Result<T, any Error>?
     }
 
     static func time(_ body: () throws -> Void) throws -> Double {
