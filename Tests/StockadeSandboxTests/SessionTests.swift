@@ -212,3 +212,19 @@ extension SandboxSuite {
         }
     }
 }
+
+extension SandboxSuite.Functional {
+    @Test("stockade shell runs lines as session actions: state, cd, denials")
+    func shellCommand() throws {
+        let workspace = try Harness.temporaryDirectory()
+        defer { Harness.remove(workspace) }
+        try Harness.write("version: 1\nrules: [{id: no-curl, tool: exec, where: {command: curl}, decision: deny, reason: no downloads}]\n", to: workspace + ".policy.yaml")
+        defer { Harness.remove(workspace + ".policy.yaml") }
+        let out = try Harness.stockade(
+            ["shell", "--policy", workspace + ".policy.yaml", "--workspace", workspace],
+            input: "echo one > /tmp/kept\ncat /tmp/kept\ncd /tmp\npwd\ncurl http://example.com\necho $((1 + 2)) | tr 3 x\nexit\necho never\n")
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == "one\n/tmp\nx\n", "\(out.stdout)")
+        #expect(out.stderr.contains("stockade: denied by rule no-curl: no downloads"))
+    }
+}
