@@ -78,23 +78,21 @@ public enum StockadeMCP {
     public static func serveStandardIO(policy: PolicyDocument, options: SessionOptions) async throws {
         let session = try await Session.start(policy: policy, options: options)
         defer { session.close() }
-        let server = makeServer(policy: policy, session: session)
+        let server = await makeServer(policy: policy, session: session)
         try await server.start(transport: StdioTransport())
         await server.waitUntilCompleted()
     }
 
-    /// A server whose tool calls go to `session`.
-    public static func makeServer(policy: PolicyDocument, session: Session) -> Server {
+    /// A server whose tool calls go to `session`, its handlers in place before it starts.
+    public static func makeServer(policy: PolicyDocument, session: Session) async -> Server {
         let server = Server(
             name: "stockade", version: "0.1.0", title: "stockade",
             instructions: "Tools run inside a stockade sandbox. A refused call says which policy rule refused it and why; do not retry it unchanged.",
             capabilities: .init(tools: .init(listChanged: false)))
         let tools = tools(for: policy)
-        Task {
-            await server.withMethodHandler(ListTools.self) { _ in .init(tools: tools) }
-            await server.withMethodHandler(CallTool.self) { params in
-                await call(params.name, arguments: params.arguments ?? [:], session: session)
-            }
+        await server.withMethodHandler(ListTools.self) { _ in .init(tools: tools) }
+        await server.withMethodHandler(CallTool.self) { params in
+            await call(params.name, arguments: params.arguments ?? [:], session: session)
         }
         return server
     }
