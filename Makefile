@@ -33,6 +33,7 @@ debug: deps $(BUILD)/stockade-init
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -static-executable
 release: deps $(BUILD)/stockade-init
 	$(SWIFT) build $(RELEASE_FLAGS) --product stockade
+	$(SWIFT) build -c release --static-swift-stdlib --product stockade-mcp
 	cp $(BUILD)/stockade-init $(BUILD)/release/stockade-init
 
 # The main job on the built-in default policy: a real command in a sandbox.

@@ -50,7 +50,13 @@ let package = Package(
             .product(name: "MCP", package: "swift-sdk"),
         ]),
         .executableTarget(name: "stockade", dependencies: [
-            "StockadeRuntime", "StockadeSystem", "StockadeServer",
+            "StockadeRuntime", "StockadeSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // `stockade mcp` execs it: the MCP SDK links Foundation's networking (libcurl),
+        // which the fully static stockade cannot.
+        .executableTarget(name: "stockade-mcp", dependencies: [
+            "StockadeServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // In-process spawn latency, for bench/run.sh.

@@ -1,61 +1,43 @@
 import ArgumentParser
 import Foundation
 import StockadeRuntime
-import StockadeServer
 
-/// `stockade mcp`: the sandbox's tools for an MCP client, over stdio.
+/// `stockade mcp`: hands over to `stockade-mcp`, the MCP server (a program of its own:
+/// the MCP SDK needs Foundation's networking, which this fully static binary cannot
+/// link). The flags are those of `stockade-mcp`.
 struct MCPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mcp",
         abstract: "Serve run_command, read_file, write_file and list_files to an MCP client over stdio.",
-        discussion: """
-            One session (one sandbox, one label state) per connection: files and processes persist \
-            between calls, and every call goes through the policy. The session ends, and every \
-            process in it is killed, when the client disconnects, after --idle-timeout without a \
-            call, or after --ttl. Diagnostics go to stderr; stdout carries the protocol only.
-            """
+        discussion: "Flags: --policy FILE, --workspace DIR, --idle-timeout D, --ttl D. See 'stockade mcp --help'."
     )
 
-    @Option(name: .long, help: ArgumentHelp("Policy file (YAML, version 1).", valueName: "file"))
-    var policy: String?
-
-    @Option(name: .long, help: ArgumentHelp("The workspace (default: the policy's, else the current directory).", valueName: "dir"))
-    var workspace: String?
-
-    @Option(name: .customLong("idle-timeout"), help: ArgumentHelp("End the session after this long without a call (default 15m).", valueName: "duration"))
-    var idleTimeout: String?
-
-    @Option(name: .long, help: ArgumentHelp("End the session this long after it started (default 4h).", valueName: "duration"))
-    var ttl: String?
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The flags of stockade-mcp.", valueName: "flags"))
+    var arguments: [String] = []
 
     func run() throws {
-        let document = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
-        var options = SessionOptions(workspace: workspace)
-        if let idleTimeout { options.idleTimeout = .milliseconds(try Self.duration(idleTimeout, flag: "--idle-timeout")) }
-        if let ttl { options.timeToLive = .milliseconds(try Self.duration(ttl, flag: "--ttl")) }
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                try await StockadeMCP.serveStandardIO(policy: document, options: options)
-            } catch {
-                outcome.error = error
-            }
-            done.signal()
-        }
-        done.wait()
-        if let error = outcome.error { throw error }
+        let server = try Self.locate()
+        let argv = [server] + arguments
+        var pointers = argv.map { strdup($0) } + [nil]
+        execv(server, &pointers)
+        let error = errno
+        pointers.forEach { free($0) }
+        throw StockadeError(.startFailed, "failed to start the MCP server \(server): \(String(cString: strerror(error))). Reinstall stockade with stockade-mcp beside it")
     }
 
-    static func duration(_ text: String, flag: String) throws -> Int64 {
-        guard let value = Quantity.parseMilliseconds(text), value > 0 else {
-            throw StockadeError(.invalidArgument, "failed to read \(flag) '\(text)': expected a duration such as 30s or 15m")
+    /// `$STOCKADE_MCP`, else `stockade-mcp` beside this executable, else in
+    /// `../libexec/stockade`.
+    static func locate() throws -> String {
+        var candidates: [String] = []
+        if let explicit = ProcessInfo.processInfo.environment["STOCKADE_MCP"], !explicit.isEmpty { candidates.append(explicit) }
+        if let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            let directory = (executable as NSString).deletingLastPathComponent
+            candidates.append(directory + "/stockade-mcp")
+            candidates.append((directory as NSString).deletingLastPathComponent + "/libexec/stockade/stockade-mcp")
         }
-        return Int64(clamping: value)
-    }
-
-    /// Carries the server's error out of its task.
-    final class Outcome: @unchecked Sendable {
-        var error: (any Error)?
+        guard let found = candidates.first(where: { access($0, X_OK) == 0 }) else {
+            throw StockadeError(.startFailed, "failed to find the MCP server: no stockade-mcp in \(candidates.joined(separator: ", ")). Build it (make) or set STOCKADE_MCP")
+        }
+        return found
     }
 }
