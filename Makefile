@@ -31,9 +31,13 @@ debug: deps $(BUILD)/stockade-init
 # glibc's NSS and dlopen need the shared libraries at run time; stockade calls neither
 # (no user or host lookups), and the tests pass against this binary.
 RELEASE_FLAGS := -c release --static-swift-stdlib -Xswiftc -static-executable
+# stockade-mcp links Foundation's networking (libcurl), which a fully static executable
+# cannot; it is built with the Swift libraries static and the C libraries dynamic, in a
+# build folder of its own so that the two flag sets do not rebuild each other.
 release: deps $(BUILD)/stockade-init
 	$(SWIFT) build $(RELEASE_FLAGS) --product stockade
-	$(SWIFT) build -c release --static-swift-stdlib --product stockade-mcp
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(BUILD)-mcp --product stockade-mcp
+	cp $(BUILD)-mcp/release/stockade-mcp $(BUILD)/release/stockade-mcp
 	cp $(BUILD)/stockade-init $(BUILD)/release/stockade-init
 
 # The main job on the built-in default policy: a real command in a sandbox.
@@ -76,4 +80,4 @@ bench: release $(MCP_VENV)/.installed
 	bench/run.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-mcp

@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
     ],
     targets: [
         // Pure Swift: the shared error type and the sandbox plan (plain data).
@@ -48,6 +49,7 @@ let package = Package(
         .target(name: "StockadeServer", dependencies: [
             "StockadeRuntime",
             .product(name: "MCP", package: "swift-sdk"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "stockade", dependencies: [
             "StockadeRuntime", "StockadeSystem",

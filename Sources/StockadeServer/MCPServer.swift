@@ -79,7 +79,7 @@ public enum StockadeMCP {
         let session = try await Session.start(policy: policy, options: options)
         defer { session.close() }
         let server = await makeServer(policy: policy, session: session)
-        try await server.start(transport: StdioTransport())
+        try await server.start(transport: LineTransport())
         await server.waitUntilCompleted()
     }
 
