@@ -13,6 +13,7 @@ import time
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 STOCKADE = sys.argv[1]
 MARKER = f"4000.{os.getpid()}"  # a sleep of this length marks the session's processes
@@ -115,6 +116,42 @@ def killed_supervisor(workspace, policy):
     check(host_processes(marker) == 0, "after SIGKILL of the supervisor nothing of the sandbox is left")
 
 
+async def http_checks(workspace, policy):
+    """The same server over MCP's streamable HTTP transport: one sandbox per MCP session."""
+    marker = f"4002.{os.getpid()}"
+    server = subprocess.Popen([STOCKADE, "mcp", "--http", "0", "--workspace", workspace, "--policy", policy],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        line = server.stderr.readline().decode()
+        check("listening on http://127.0.0.1:" in line, "the HTTP server listens on loopback")
+        url = line.split("listening on ")[1].strip()
+
+        async with streamable_http_client(url) as (read, write, *_):
+            async with ClientSession(read, write) as first:
+                await first.initialize()
+                result = await first.call_tool("run_command", {"command": "echo first > /tmp/mine"})
+                check(not result.is_error, "a command runs over HTTP")
+                async with streamable_http_client(url) as (read2, write2, *_):
+                    async with ClientSession(read2, write2) as second:
+                        await second.initialize()
+                        result = await second.call_tool("run_command", {"argv": ["cat", "/tmp/mine"]})
+                        check(result.is_error and "No such file" in text(result), "two MCP sessions are two sandboxes")
+                        result = await second.call_tool("run_command", {"command": f"sleep {marker} &"})
+                        check(not result.is_error and host_processes(marker) == 1, "the second session's background process runs")
+                for _ in range(50):
+                    if host_processes(marker) == 0:
+                        break
+                    time.sleep(0.1)
+                check(host_processes(marker) == 0, "ending an MCP session (DELETE) ends its sandbox")
+                result = await first.call_tool("run_command", {"argv": ["cat", "/tmp/mine"]})
+                check(text(result).endswith("first\n"), "the other session goes on, with its state")
+                result = await first.call_tool("run_command", {"command": "git push"})
+                check(result.is_error and "no-push" in text(result), "a denial over HTTP names the rule")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait()
+
+
 def main():
     with tempfile.TemporaryDirectory() as workspace, tempfile.TemporaryDirectory() as config:
         with open(os.path.join(workspace, ".env"), "w") as handle:
@@ -128,6 +165,7 @@ def main():
                 "  - {id: no-push, tool: exec, where: {argv: {prefix: [git, push]}}, decision: deny, reason: pushing needs a person}\n")
         asyncio.run(session_checks(workspace, policy))
         killed_supervisor(workspace, policy)
+        asyncio.run(http_checks(workspace, policy))
     print("all MCP end-to-end checks passed")
 
 

@@ -36,6 +36,12 @@ struct MCPServerCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("End the session this long after it started (default 4h).", valueName: "duration"))
     var ttl: String?
 
+    @Option(name: .long, help: ArgumentHelp("Serve MCP's streamable HTTP transport on this port (at /mcp) instead of stdio; one session per MCP session.", valueName: "port"))
+    var http: Int?
+
+    @Option(name: .long, help: ArgumentHelp("The address to listen on with --http (default 127.0.0.1; anything else exposes the sandbox's tools to the network).", valueName: "address"))
+    var host = "127.0.0.1"
+
     static func main() {
         do {
             var command = try parseAsRoot()
@@ -62,7 +68,13 @@ struct MCPServerCommand: ParsableCommand {
         let done = DispatchSemaphore(value: 0)
         Task {
             do {
-                try await StockadeMCP.serveStandardIO(policy: document, options: options)
+                if let port = http {
+                    try await StockadeMCP.serveHTTP(host: host, port: port, policy: document, options: options) { bound in
+                        StandardStreams.err("stockade mcp: listening on http://\(host):\(bound)/mcp\n")
+                    }
+                } else {
+                    try await StockadeMCP.serveStandardIO(policy: document, options: options)
+                }
             } catch {
                 outcome.error = error
             }
