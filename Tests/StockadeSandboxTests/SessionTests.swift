@@ -182,6 +182,20 @@ extension SandboxSuite {
             #expect(lived.endReason?.contains("time to live") == true)
         }
 
+        @Test("nothing of a closed session is there in the next one")
+        func nothingPersists() async throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            let first = try await Session.start(policy: Self.policy(), options: SessionOptions(workspace: workspace))
+            let made = try await first.perform(.exec(["/bin/sh", "-c", "echo x > /tmp/left; echo y > $HOME/left"]))
+            #expect(made.exitCode == 0)
+            first.close()
+            let second = try await Session.start(policy: Self.policy(), options: SessionOptions(workspace: workspace))
+            defer { second.close() }
+            let look = try await second.perform(.exec(["/bin/sh", "-c", "ls /tmp $HOME"]))
+            #expect(!Self.text(look.stdout).contains("left"), "\(Self.text(look.stdout))")
+        }
+
         @Test("50 sessions at once")
         func manySessions() async throws {
             let workspace = try Harness.temporaryDirectory()
