@@ -4,6 +4,7 @@ Run by `make test` (make mcp-e2e) in a virtual environment the Makefile creates.
 check prints one line; the first failure raises and exits non-zero.
 """
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -95,7 +96,6 @@ def killed_supervisor(workspace, policy):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def send(message):
-        import json
         server.stdin.write((json.dumps(message) + "\n").encode())
         server.stdin.flush()
         return json.loads(server.stdout.readline()) if "id" in message else None
@@ -125,6 +125,20 @@ async def http_checks(workspace, policy):
         line = server.stderr.readline().decode()
         check("listening on http://127.0.0.1:" in line, "the HTTP server listens on loopback")
         url = line.split("listening on ")[1].strip()
+
+        import urllib.error
+        import urllib.request
+        initialize = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "page", "version": "1"}}}).encode()
+        forged = urllib.request.Request(url, data=initialize, method="POST", headers={
+            "Origin": "http://attacker.example", "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream"})
+        try:
+            urllib.request.urlopen(forged)
+            status = 200
+        except urllib.error.HTTPError as error:
+            status = error.code
+        check(status == 403, "a request from another origin (a web page) is refused before any sandbox starts")
 
         async with streamable_http_client(url) as (read, write, *_):
             async with ClientSession(read, write) as first:

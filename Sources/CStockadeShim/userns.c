@@ -71,6 +71,13 @@ int stockade_open_beneath(int dirfd, const char *path, int flags, unsigned int m
     return fd < 0 ? -errno : fd;
 }
 
+int stockade_thread_become(unsigned int uid, unsigned int gid) {
+    if (syscall(SYS_setgroups, 0, NULL) < 0) return -errno;
+    if (syscall(SYS_setresgid, gid, gid, gid) < 0) return -errno;
+    if (syscall(SYS_setresuid, uid, uid, uid) < 0) return -errno;
+    return 0;
+}
+
 int stockade_open_beneath_following(int dirfd, const char *path, int flags) {
     struct stockade_open_how how = {
         .flags = (unsigned long long)(flags | O_CLOEXEC),

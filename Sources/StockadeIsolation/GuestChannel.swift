@@ -76,6 +76,9 @@ public final class GuestChannel: @unchecked Sendable {
     private var nextID: UInt32 = 1
     private var ready = false
     private var closed = false
+    /// Set (under both `condition` and `sendLock`) once the descriptor is closed: its
+    /// number may then belong to another socket, so nothing may use it again.
+    private var descriptorClosed = false
     private let sendLock = NSLock()
 
     /// Takes ownership of `socket` and starts reading. Blocks until the guest says it is
@@ -130,10 +133,27 @@ public final class GuestChannel: @unchecked Sendable {
             condition.unlock()
             throw error
         }
+        // A guest that stops answering (stopped or wedged by what runs inside) must not
+        // hang the caller: past the action's wall time and a margin, the session ends.
+        let deadline = request.wallMilliseconds.map { Date().addingTimeInterval(Double($0) / 1000 + 10) }
         condition.lock()
-        while !entry.done { condition.wait() }
+        var abandoned = false
+        while !entry.done {
+            if let deadline {
+                if !condition.wait(until: deadline) && !entry.done {
+                    abandoned = true
+                    break
+                }
+            } else {
+                condition.wait()
+            }
+        }
         pending[id] = nil
         condition.unlock()
+        if abandoned {
+            shutdown()
+            throw StockadeError(.startFailed, "failed to finish the command: the sandbox's guest agent stopped answering, and the session was ended. Start a new one")
+        }
 
         if let failure = entry.failure {
             let command = request.argv.first ?? ""
@@ -147,6 +167,8 @@ public final class GuestChannel: @unchecked Sendable {
             throw StockadeError(.startFailed, "failed to finish the command: the session ended while it ran")
         }
         let signaled = exit.how == 1
+        // Values from inside the sandbox: no arithmetic on them may trap.
+        let value = signaled ? max(0, min(exit.value, 127)) : max(0, min(exit.value, 255))
         let limit: LimitKind?
         switch exit.limit {
         case 1: limit = .wall
@@ -155,7 +177,7 @@ public final class GuestChannel: @unchecked Sendable {
         default: limit = nil
         }
         return GuestExecResult(
-            exitCode: signaled ? 128 + exit.value : exit.value, signal: signaled ? exit.value : nil, limit: limit,
+            exitCode: signaled ? 128 + value : value, signal: signaled ? value : nil, limit: limit,
             stdout: entry.stdout, stderr: entry.stderr, stdoutTruncated: entry.stdoutTruncated,
             stderrTruncated: entry.stderrTruncated, cpuMicroseconds: exit.cpu, peakMemoryKiB: exit.rss,
             wallMilliseconds: (DispatchTime.now().uptimeNanoseconds - started) / 1_000_000)
@@ -165,15 +187,12 @@ public final class GuestChannel: @unchecked Sendable {
     /// Actions still waiting fail. Idempotent.
     public func shutdown() {
         condition.lock()
-        let wasClosed = closed
         closed = true
         for entry in pending.values { entry.lost = true }
         condition.broadcast()
+        // Wakes the reader, which closes the descriptor; only while it is still ours.
+        if !descriptorClosed { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         condition.unlock()
-        if !wasClosed {
-            // Wakes the reader, which closes the descriptor.
-            Glibc.shutdown(fd, Int32(SHUT_RDWR))
-        }
     }
 
     // MARK: frames
@@ -216,6 +235,12 @@ public final class GuestChannel: @unchecked Sendable {
         frame += payload
         sendLock.lock()
         defer { sendLock.unlock() }
+        condition.lock()
+        let usable = !descriptorClosed
+        condition.unlock()
+        guard usable else {
+            throw StockadeError(.startFailed, "failed to reach the session's guest agent: the session has ended")
+        }
         var offset = 0
         while offset < frame.count {
             let written = frame[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -247,12 +272,16 @@ public final class GuestChannel: @unchecked Sendable {
             }
             buffer.removeFirst(offset)
         }
-        close(fd)
+        // No send may be under way, or start, with the number once it is closed.
+        sendLock.lock()
         condition.lock()
         closed = true
+        descriptorClosed = true
+        close(fd)
         for entry in pending.values { entry.lost = true }
         condition.broadcast()
         condition.unlock()
+        sendLock.unlock()
     }
 
     /// Applies one frame from the guest; false for a frame the protocol does not allow.
@@ -287,7 +316,7 @@ public final class GuestChannel: @unchecked Sendable {
                 if bytes.count > room { entry.stderrTruncated = true }
             }
         case 0x84:
-            guard payload.count == 28 else { return false }
+            guard payload.count == 28, payload[payload.startIndex + 4] <= 1 else { return false }
             if let entry = pending[u32(0)] {
                 let base = payload.startIndex
                 entry.exit = (payload[base + 4], payload[base + 5], Int32(bitPattern: u32(8)), u64(12), u64(20))

@@ -107,7 +107,9 @@ public enum PlanCompiler {
         guard !workspace.readOnly else { return [] }
         let entries = workspace.protectedEntries + workspace.placeholders.map(\.relativePath)
         var parents = Set<String>()
-        for entry in entries {
+        // Hidden entries' parents too: renamed, a directory would carry a hidden file
+        // to a name its pattern does not match (`mv config cfg`).
+        for entry in entries + workspace.hiddenEntries {
             let names = entry.split(separator: "/")
             for length in stride(from: 1, to: names.count, by: 1) {
                 parents.insert(names[..<length].joined(separator: "/"))

@@ -151,7 +151,7 @@ public final class Session: @unchecked Sendable {
         let settings = policyGuard.policy.approval ?? ApprovalSettings()
         self.approver = options.approver ?? settings.makeApprover()
         self.approvalTimeout = settings.timeout
-        self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath) }
+        self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath, hiddenEntries: $0.hiddenEntries) }
         self.sandbox = try NamespaceBackend().startSession(plan)
         startWatchdog()
     }
@@ -223,6 +223,13 @@ public final class Session: @unchecked Sendable {
         }
 
         let before = label
+        if let opened, opened.isHidden {
+            // A hidden file reached under another name is hidden all the same.
+            let reason = "\(action.path ?? "") is hidden by the policy (filesystem.hidden): it does not exist for the sandbox"
+            return ActionResult(
+                action: action.description, decision: .deny, rule: nil, message: "denied: \(reason)", approvedBy: nil,
+                performed: false, labels: Label.allCases.filter(before.contains).map(\.rawValue))
+        }
         let authorization = ActionGate.authorize(
             action, guard: policyGuard, label: before, approver: { self.approver }, timeout: approvalTimeout, ledger: ledger)
         var result = ActionResult(
@@ -276,10 +283,13 @@ public final class Session: @unchecked Sendable {
         return result
     }
 
+    /// The workspace's files, with this thread acting as the workspace owner (each
+    /// action runs on a thread of its own; see `offload`).
     private func files() throws -> WorkspaceFiles {
         guard let files = workspaceFiles else {
             throw StockadeError(.invalidArgument, "failed to use a file action: this session has no workspace")
         }
+        try files.becomeOwner()
         return files
     }
 

@@ -49,6 +49,8 @@ actor HTTPRouter {
     private let options: SessionOptions
     private var entries: [String: Entry] = [:]
     static let endpoint = "/mcp"
+    /// Most MCP sessions (each a sandbox) at once.
+    static let maximumSessions = 64
 
     init(policy: PolicyDocument, options: SessionOptions) {
         self.policy = policy
@@ -61,6 +63,16 @@ actor HTTPRouter {
     }
 
     func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        // Sessions that ended by themselves (idle timeout, time to live) go first.
+        for (id, entry) in entries where entry.session.endReason != nil {
+            entries[id] = nil
+            await end(entry)
+        }
+        // A browser page elsewhere must not reach the tools (DNS rebinding): refused
+        // before any sandbox starts, not only by the transport's own validation later.
+        if let origin = request.header("Origin"), !Self.isLocalOrigin(origin) {
+            return .error(statusCode: 403, .invalidRequest("Forbidden: requests from \(origin) are not accepted"))
+        }
         guard request.path.map({ $0.split(separator: "?").first.map(String.init) == Self.endpoint }) ?? false else {
             return .error(statusCode: 404, .invalidRequest("Not Found: the MCP endpoint is \(Self.endpoint)"))
         }
@@ -79,16 +91,21 @@ actor HTTPRouter {
         guard request.method.uppercased() == "POST", let body = request.body, Self.isInitialize(body) else {
             return .error(statusCode: 400, .invalidRequest("Bad Request: a request without \(HTTPHeaderName.sessionID) must be initialize"))
         }
+        guard entries.count < Self.maximumSessions else {
+            return .error(statusCode: 503, .internalError("Service Unavailable: \(Self.maximumSessions) sessions are open; end one first"))
+        }
         let id = UUID().uuidString
         let transport = StatefulHTTPServerTransport(sessionIDGenerator: FixedID(id: id))
+        var started: Session?
+        defer { if let started, entries[id] == nil { started.close() } }
         do {
             let session = try await Session.start(policy: policy, options: options)
+            started = session
             let server = await StockadeMCP.makeServer(policy: policy, session: session)
             try await server.start(transport: transport)
             let response = await transport.handleRequest(request)
             if case .error = response {
                 await transport.disconnect()
-                session.close()
                 return response
             }
             entries[id] = Entry(server: server, transport: transport, session: session)
@@ -110,6 +127,11 @@ actor HTTPRouter {
     private func end(_ entry: Entry) async {
         await entry.transport.disconnect()
         entry.session.close()
+    }
+
+    static func isLocalOrigin(_ origin: String) -> Bool {
+        guard let host = URLComponents(string: origin)?.host?.lowercased() else { return false }
+        return host == "localhost" || host == "127.0.0.1" || host == "::1" || host == "[::1]"
     }
 
     static func isInitialize(_ body: Data) -> Bool {

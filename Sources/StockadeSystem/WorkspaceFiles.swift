@@ -10,9 +10,33 @@ import StockadeCore
 public struct WorkspaceFiles: Sendable {
     /// Absolute, symlink-free host path of the workspace root.
     public let root: String
+    /// Device and inode of every hidden entry, refused whatever name leads to it.
+    let hidden: Set<[UInt64]>
 
-    public init(root: String) {
+    /// - Parameter hiddenEntries: the workspace's hidden entries (relative paths), as
+    ///   the plan lists them.
+    public init(root: String, hiddenEntries: [String] = []) {
         self.root = root
+        var hidden = Set<[UInt64]>()
+        for entry in hiddenEntries {
+            var info = stat()
+            if lstat(root + "/" + entry, &info) == 0 { hidden.insert([UInt64(info.st_dev), UInt64(info.st_ino)]) }
+        }
+        self.hidden = hidden
+    }
+
+    /// Makes the calling thread act as the workspace's owner (the user the sandbox user
+    /// stands for) for the file work that follows, when the supervisor runs as root: it
+    /// then reads and writes with that user's permissions, not root's. The change is
+    /// for the rest of this thread's life; call it on a thread of its own.
+    public func becomeOwner() throws {
+        guard geteuid() == 0 else { return }
+        var info = stat()
+        guard stat(root, &info) == 0 else { throw Self.failure(errno, "the workspace") }
+        let result = stockade_thread_become(info.st_uid, info.st_gid)
+        guard result == 0 else {
+            throw StockadeError(.hostFacility, "failed to take the workspace owner's credentials: \(errnoText(-result))")
+        }
     }
 
     /// A file or directory opened beneath the root; `relativePath` is where it really is.
@@ -21,11 +45,14 @@ public struct WorkspaceFiles: Sendable {
         /// The resolved path relative to the root ("" for the root itself).
         public let relativePath: String
         public let info: stat
+        /// True when this is a hidden entry, whatever name led to it.
+        public let isHidden: Bool
 
-        init(fd: Int32, relativePath: String, info: stat) {
+        init(fd: Int32, relativePath: String, info: stat, isHidden: Bool) {
             self.fd = fd
             self.relativePath = relativePath
             self.info = info
+            self.isHidden = isHidden
         }
 
         deinit { close(fd) }
@@ -117,17 +144,13 @@ public struct WorkspaceFiles: Sendable {
     /// regular file, or into a file with more than one link (a hard link could be a
     /// name for a file outside the grant).
     public func write(_ bytes: [UInt8], to target: WriteTarget) throws -> Int {
-        var rootInfo = stat()
-        let haveRootInfo = stat(root, &rootInfo) == 0
         // The missing directories, each made and entered without following a link (a
         // link planted meanwhile makes the write fail, never escape).
         var directoryFD = dup(target.directory.fd)
         guard directoryFD >= 0 else { throw Self.failure(errno, target.relativePath) }
         defer { close(directoryFD) }
         for name in target.missing {
-            if mkdirat(directoryFD, name, 0o755) == 0, haveRootInfo {
-                _ = fchownat(directoryFD, name, rootInfo.st_uid, rootInfo.st_gid, AT_SYMLINK_NOFOLLOW)
-            } else if errno != EEXIST {
+            if mkdirat(directoryFD, name, 0o755) != 0 && errno != EEXIST {
                 throw Self.failure(errno, target.relativePath)
             }
             let next = openat(directoryFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -146,9 +169,10 @@ public struct WorkspaceFiles: Sendable {
         guard info.st_nlink <= 1 else {
             throw StockadeError(.invalidArgument, "failed to write \(target.relativePath): the file has \(info.st_nlink) hard links, and one may lead outside the workspace. Remove the extra links first")
         }
-        // Owned like the workspace, as the sandbox's own writes are.
-        if haveRootInfo, info.st_uid != rootInfo.st_uid || info.st_gid != rootInfo.st_gid {
-            _ = fchown(fd, rootInfo.st_uid, rootInfo.st_gid)
+        // The policy approved target.relativePath: a directory on the way renamed since
+        // must not make the write land elsewhere.
+        guard let landed = try? opened(dup(fd), asked: target.relativePath), landed.relativePath == target.relativePath else {
+            throw StockadeError(.invalidArgument, "failed to write \(target.relativePath): the workspace changed while it was written to. Try again")
         }
         guard ftruncate(fd, 0) == 0 else { throw Self.failure(errno, target.relativePath) }
         var offset = 0
@@ -211,6 +235,11 @@ public struct WorkspaceFiles: Sendable {
             throw StockadeError(.hostFacility, "failed to resolve \(asked): \(errnoText(errno))")
         }
         let resolved = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // A name that no longer exists (" (deleted)") cannot be judged by its name.
+        guard info.st_nlink > 0 || (info.st_mode & S_IFMT) == S_IFDIR else {
+            close(fd)
+            throw StockadeError(.notFound, "failed to open \(asked): it was removed")
+        }
         let relative: String
         if resolved == root {
             relative = ""
@@ -220,7 +249,7 @@ public struct WorkspaceFiles: Sendable {
             close(fd)
             throw StockadeError(.invalidArgument, "failed to open \(asked): it resolves outside the workspace")
         }
-        return Opened(fd: fd, relativePath: relative, info: info)
+        return Opened(fd: fd, relativePath: relative, info: info, isHidden: hidden.contains([UInt64(info.st_dev), UInt64(info.st_ino)]))
     }
 
     static func failure(_ error: Int32, _ path: String) -> StockadeError {

@@ -186,7 +186,7 @@ static void start(const struct guest_exec *exec, const sigset_t *handled) {
         if (!failure && setpgid(0, 0) < 0) failure = errno;
         if (!failure && chdir(exec->cwd) < 0) failure = errno;
         if (!failure && exec->cpu_ms > 0) {
-            rlim_t seconds = (exec->cpu_ms + 999) / 1000;
+            rlim_t seconds = ((rlim_t)exec->cpu_ms + 999) / 1000;
             struct rlimit limit = {.rlim_cur = seconds, .rlim_max = seconds + 1};
             if (setrlimit(RLIMIT_CPU, &limit) < 0) failure = errno;
         }
@@ -249,6 +249,8 @@ static void start(const struct guest_exec *exec, const sigset_t *handled) {
         send_u32_i32(GUEST_FAILED, exec->id, failure);
         return;
     }
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
     memset(slot, 0, sizeof(*slot));
     slot->used = 1;
     slot->id = exec->id;
@@ -263,29 +265,39 @@ static void start(const struct guest_exec *exec, const sigset_t *handled) {
 static void end_action(struct action *a, int limit) {
     if (a->limit == GUEST_LIMIT_NONE) a->limit = limit;
     kill(-a->pid, SIGKILL);
+    // Also the process itself: it may have moved to another process group.
+    if (!a->exited) kill(a->pid, SIGKILL);
 }
 
-/// Reads what one output pipe holds and sends it; closes it at EOF.
+/// Reads everything one output pipe holds now (it is non-blocking) and sends it;
+/// closes it at EOF. Draining it whole means that what an action wrote before it exited
+/// is all sent before the grace period can end it.
 static void relay(struct action *a, int which) {
     static uint8_t buffer[CHUNK];
-    ssize_t count = read(a->fds[which], buffer, sizeof(buffer));
-    if (count < 0 && (errno == EINTR || errno == EAGAIN)) return;
-    if (count <= 0) {
-        close_fd(&a->fds[which]);
-        return;
-    }
-    size_t send = (size_t)count;
-    if (a->output_max > 0) {
-        uint64_t room = a->output_count >= a->output_max ? 0 : a->output_max - a->output_count;
-        if (send > room) {
-            send = (size_t)room;
-            end_action(a, GUEST_LIMIT_OUTPUT);
+    while (a->fds[which] >= 0) {
+        ssize_t count = read(a->fds[which], buffer, sizeof(buffer));
+        if (count < 0 && errno == EINTR) continue;
+        if (count < 0 && errno == EAGAIN) return;
+        if (count <= 0) {
+            close_fd(&a->fds[which]);
+            return;
         }
+        size_t send = (size_t)count;
+        if (a->output_max > 0) {
+            uint64_t room = a->output_count >= a->output_max ? 0 : a->output_max - a->output_count;
+            if (send > room) {
+                send = (size_t)room;
+                end_action(a, GUEST_LIMIT_OUTPUT);
+            }
+        }
+        a->output_count += (uint64_t)count;
+        uint8_t id[4];
+        guest_put_u32(id, a->id);
+        if (send > 0) send_frame(which == 0 ? GUEST_STDOUT : GUEST_STDERR, id, sizeof(id), buffer, send);
+        // Past the limit the rest is only counted, a chunk per round: the group is
+        // being killed.
+        if (a->limit == GUEST_LIMIT_OUTPUT) return;
     }
-    a->output_count += (uint64_t)count;
-    uint8_t id[4];
-    guest_put_u32(id, a->id);
-    if (send > 0) send_frame(which == 0 ? GUEST_STDOUT : GUEST_STDERR, id, sizeof(id), buffer, send);
 }
 
 static void reap(void) {
@@ -366,7 +378,8 @@ int guest_session_main(int signals, const sigset_t *handled) {
             // again once the action has been killed for a limit).
             uint64_t due = a->exited ? a->exited_at_ms + EXIT_GRACE_MS : (a->limit == GUEST_LIMIT_NONE ? a->deadline_ms : 0);
             if (due) {
-                int wait = due > now ? (int)(due - now) : 0;
+                uint64_t left = due > now ? due - now : 0;
+                int wait = left > 60000 ? 60000 : (int)left;
                 if (timeout < 0 || wait < timeout) timeout = wait;
             }
         }

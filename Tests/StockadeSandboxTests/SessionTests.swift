@@ -114,6 +114,52 @@ extension SandboxSuite {
             }
         }
 
+        @Test("a hidden file cannot be carried to another name by renaming its directory")
+        func hiddenRename() async throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            try Harness.write("password: hunter2\n", to: workspace + "/config/creds.yaml")
+            let policy = try Self.policy("version: 1\nfilesystem: {hidden: [config/creds.yaml]}")
+            let session = try await Session.start(policy: policy, options: SessionOptions(workspace: workspace))
+            defer { session.close() }
+            let moved = try await session.perform(.exec(["/bin/sh", "-c", "mv config cfg; ln config/creds.yaml alias 2>/dev/null; ls"]))
+            #expect(Self.text(moved.stdout).contains("config"), "\(Self.text(moved.stdout)) \(Self.text(moved.stderr))")
+            for path in ["cfg/creds.yaml", "config/creds.yaml", "alias"] {
+                let result = try? await session.perform(.readFile(path))
+                #expect(result.map { !$0.performed || !Self.text($0.content ?? []).contains("hunter2") } ?? true, "\(path)")
+            }
+        }
+
+        @Test("file actions have the workspace owner's permissions, not the supervisor's")
+        func ownerPermissions() async throws {
+            guard Harness.isRoot else { return }
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            try Harness.write("someone else's\n", to: workspace + "/private.txt")
+            #expect(chown(workspace + "/private.txt", 65534, 65534) == 0)
+            #expect(chmod(workspace + "/private.txt", 0o600) == 0)
+            try Harness.write("read-only\n", to: workspace + "/fixed.txt")
+            #expect(chown(workspace + "/fixed.txt", 65534, 65534) == 0)
+            #expect(chmod(workspace + "/fixed.txt", 0o644) == 0)
+            // The workspace belongs to an unprivileged user, as a project does.
+            #expect(chown(workspace, 65533, 65533) == 0)
+            let session = try await Session.start(policy: Self.policy(), options: SessionOptions(workspace: workspace))
+            defer { session.close() }
+            for action in [SessionAction.readFile("private.txt"), .writeFile("fixed.txt", content: Array("evil".utf8))] {
+                do {
+                    let result = try await session.perform(action)
+                    #expect(!result.performed, "\(result)")
+                } catch let error as StockadeError {
+                    #expect(error.message.contains("Permission denied"), "\(error)")
+                }
+            }
+            #expect(try String(contentsOfFile: workspace + "/fixed.txt", encoding: .utf8) == "read-only\n")
+            let made = try await session.perform(.writeFile("new.txt", content: [65]))
+            #expect(made.performed)
+            var info = stat()
+            #expect(stat(workspace + "/new.txt", &info) == 0 && info.st_uid == 65533, "owned by the workspace owner")
+        }
+
         @Test("actions go through the policy with the session's labels")
         func policyAndLabels() async throws {
             let workspace = try Harness.temporaryDirectory()

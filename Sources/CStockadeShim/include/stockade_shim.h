@@ -171,6 +171,12 @@ int stockade_open_beneath(int dirfd, const char *_Nonnull path, int flags, unsig
 /// is added to `flags`. Returns the fd or -errno.
 int stockade_open_beneath_following(int dirfd, const char *_Nonnull path, int flags);
 
+/// Gives the calling thread alone (raw system calls, not glibc's process-wide
+/// wrappers) the credentials of uid/gid with no supplementary groups, for good: file
+/// work done for a sandbox then has exactly that user's permissions, and a root
+/// supervisor's capabilities are gone from this thread. Returns 0 or -errno.
+int stockade_thread_become(unsigned int uid, unsigned int gid);
+
 /// pipe2(O_CLOEXEC), which Swift does not see. Returns 0 or -errno.
 int stockade_cloexec_pipe(int *_Nonnull fds);
 
