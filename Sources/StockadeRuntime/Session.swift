@@ -266,9 +266,14 @@ public final class Session: @unchecked Sendable {
             let hidden = try GlobSet(patterns: plan.workspace?.hiddenPatterns ?? [])
             let base = opened!.relativePath
             // Hidden entries are not there for the agent, not even by name.
-            result.entries = try files().list(opened!).filter { entry in
+            var entries = try files().list(opened!).filter { entry in
                 !hidden.matchesPathOrAnyParent(base.isEmpty ? entry.name : base + "/" + entry.name, isDirectory: entry.type == "directory")
             }
+            if entries.count > WorkspaceFiles.maximumEntries {
+                entries.removeLast(entries.count - WorkspaceFiles.maximumEntries)
+                result.contentTruncated = true
+            }
+            result.entries = entries
             result.path = base
         case .writeFile(_, let content):
             result.bytesWritten = try files().write(content, to: writeTarget!)

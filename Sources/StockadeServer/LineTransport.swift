@@ -15,6 +15,8 @@ public actor LineTransport: Transport {
     private let stream: AsyncThrowingStream<Data, any Swift.Error>
     private let continuation: AsyncThrowingStream<Data, any Swift.Error>.Continuation
     private var started = false
+    /// Longest message accepted; a client that sends a longer line is cut off.
+    static let maximumLine = 16 << 20
 
     public init(input: Int32 = STDIN_FILENO, output: Int32 = STDOUT_FILENO) {
         self.input = input
@@ -28,18 +30,20 @@ public actor LineTransport: Transport {
         let input = self.input
         let continuation = self.continuation
         let reader = Thread {
-            var pending = Data()
+            var pending = [UInt8]()
             var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            while true {
+            reading: while true {
                 let count = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
                 if count < 0 && errno == EINTR { continue }
                 if count <= 0 { break }
-                pending.append(contentsOf: buffer[0..<count])
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = pending[pending.startIndex..<newline]
-                    pending = Data(pending[(newline + 1)...])
-                    if !line.isEmpty { continuation.yield(Data(line)) }
+                pending += buffer[0..<count]
+                var start = 0
+                while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    if newline > start { continuation.yield(Data(pending[start..<newline])) }
+                    start = newline + 1
                 }
+                pending.removeFirst(start)
+                if pending.count > LineTransport.maximumLine { break reading }
             }
             continuation.finish()
         }

@@ -196,6 +196,7 @@ public enum StockadeMCP {
             structured["bytes_written"] = .int(written)
         } else if let entries = result.entries {
             text = entries.map { "\($0.type == "directory" ? "d" : $0.type == "symlink" ? "l" : "-") \($0.size)\t\($0.name)" }.joined(separator: "\n")
+            if result.contentTruncated { text += "\n[only the first \(entries.count) entries]" }
             structured["entries"] = .array(entries.map { .object(["name": .string($0.name), "type": .string($0.type), "size": .int(Int($0.size))]) })
         }
         return CallTool.Result(content: [.text(text: text, annotations: nil, _meta: nil)], structuredContent: .object(structured), isError: result.isError)

@@ -185,7 +185,11 @@ public struct WorkspaceFiles: Sendable {
         return offset
     }
 
-    /// The entries of an opened directory, sorted by name.
+    /// Most entries `list` returns.
+    public static let maximumEntries = 10_000
+
+    /// The entries of an opened directory, sorted by name; at most `maximumEntries`
+    /// (`truncated` says when there were more).
     public func list(_ directory: Opened) throws -> [Entry] {
         guard directory.isDirectory else {
             throw StockadeError(.invalidArgument, "failed to list \(directory.relativePath): not a directory. Use read_file for a file")
@@ -209,6 +213,7 @@ public struct WorkspaceFiles: Sendable {
             default: type = "other"
             }
             entries.append(Entry(name: name, type: type, size: UInt64(info.st_size)))
+            if entries.count > Self.maximumEntries { break }
         }
         return entries.sorted { $0.name < $1.name }
     }
