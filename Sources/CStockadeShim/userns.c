@@ -61,11 +61,13 @@ int stockade_idmap_userns(unsigned int inside_uid, unsigned int outside_uid, uns
     return result;
 }
 
-int stockade_open_beneath(int dirfd, const char *path, int flags, unsigned int mode) {
+int stockade_open_beneath(int dirfd, const char *path, int flags, unsigned int mode, int follow_symlinks) {
+    unsigned long long resolve = STOCKADE_RESOLVE_BENEATH | STOCKADE_RESOLVE_NO_MAGICLINKS;
+    if (!follow_symlinks) resolve |= STOCKADE_RESOLVE_NO_SYMLINKS;
     struct stockade_open_how how = {
         .flags = (unsigned long long)(flags | O_CLOEXEC),
         .mode = (flags & O_CREAT) ? mode : 0,
-        .resolve = STOCKADE_RESOLVE_BENEATH | STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
+        .resolve = resolve,
     };
     int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
     return fd < 0 ? -errno : fd;
@@ -78,66 +80,45 @@ int stockade_thread_become(unsigned int uid, unsigned int gid) {
     return 0;
 }
 
-int stockade_open_beneath_following(int dirfd, const char *path, int flags) {
+/// open_tree(OPEN_TREE_CLONE|AT_RECURSIVE) of `path`, opened without following any
+/// symlink, with `attr_set` applied (and the idmapping of `userns_fd` when it is >= 0).
+/// The path was resolved when the plan was made: a symlink on it now is an attack (a
+/// concurrent sandbox redirecting a grant), so none is followed.
+static int detached_tree(const char *path, uint64_t attr_set, int userns_fd) {
     struct stockade_open_how how = {
-        .flags = (unsigned long long)(flags | O_CLOEXEC),
+        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
         .mode = 0,
-        .resolve = STOCKADE_RESOLVE_BENEATH | STOCKADE_RESOLVE_NO_MAGICLINKS,
+        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
     };
-    int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
-    return fd < 0 ? -errno : fd;
+    int directory = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
+    if (directory < 0) return -errno;
+    int tree = (int)syscall(SYS_open_tree, directory, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH | O_CLOEXEC);
+    int saved = errno;
+    close(directory);
+    if (tree < 0) return -saved;
+    struct stockade_mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = attr_set;
+    if (userns_fd >= 0) {
+        attr.attr_set |= STOCKADE_MOUNT_ATTR_IDMAP;
+        attr.userns_fd = (uint64_t)userns_fd;
+    }
+    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH | STOCKADE_AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+        saved = errno;
+        close(tree);
+        return -saved;
+    }
+    return tree;
 }
 
 int stockade_idmapped_tree(const char *path, int userns_fd, int read_only) {
-    // The path was resolved when the plan was made: a symlink on it now is an attack
-    // (a concurrent sandbox redirecting the workspace), so none is followed.
-    struct stockade_open_how how = {
-        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-        .mode = 0,
-        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
-    };
-    int directory = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-    if (directory < 0) return -errno;
-    int tree = (int)syscall(SYS_open_tree, directory, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH | O_CLOEXEC);
-    int saved = errno;
-    close(directory);
-    if (tree < 0) return -saved;
-    struct stockade_mount_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.attr_set = STOCKADE_MOUNT_ATTR_IDMAP | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
-    if (read_only) attr.attr_set |= STOCKADE_MOUNT_ATTR_RDONLY;
-    attr.userns_fd = (uint64_t)userns_fd;
-    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH | STOCKADE_AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
-        int saved = errno;
-        close(tree);
-        return -saved;
-    }
-    return tree;
+    uint64_t attributes = STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
+    if (read_only) attributes |= STOCKADE_MOUNT_ATTR_RDONLY;
+    return detached_tree(path, attributes, userns_fd);
 }
 
 int stockade_detached_tree(const char *path) {
-    // Resolved when the plan was made: a symlink on it now is an attack, so none is
-    // followed.
-    struct stockade_open_how how = {
-        .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-        .mode = 0,
-        .resolve = STOCKADE_RESOLVE_NO_SYMLINKS | STOCKADE_RESOLVE_NO_MAGICLINKS,
-    };
-    int directory = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof(how));
-    if (directory < 0) return -errno;
-    int tree = (int)syscall(SYS_open_tree, directory, "", STOCKADE_OPEN_TREE_CLONE | STOCKADE_AT_RECURSIVE | STOCKADE_AT_EMPTY_PATH | O_CLOEXEC);
-    int saved = errno;
-    close(directory);
-    if (tree < 0) return -saved;
-    struct stockade_mount_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.attr_set = STOCKADE_MOUNT_ATTR_RDONLY | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV;
-    if (syscall(SYS_mount_setattr, tree, "", STOCKADE_AT_EMPTY_PATH | STOCKADE_AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
-        int saved = errno;
-        close(tree);
-        return -saved;
-    }
-    return tree;
+    return detached_tree(path, STOCKADE_MOUNT_ATTR_RDONLY | STOCKADE_MOUNT_ATTR_NOSUID | STOCKADE_MOUNT_ATTR_NODEV, -1);
 }
 
 int stockade_sealed_executable(const char *path) {

@@ -41,8 +41,19 @@ public struct NamespaceBackend: IsolationBackend {
         return .available(notes: notes)
     }
 
-    public func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox {
-        let started = Clock.now()
+    /// What every start needs before the launch, for one-shot sandboxes and sessions
+    /// alike. The cgroup and placeholders are the caller's to remove if the launch fails.
+    struct Preparation {
+        let identity: HostIdentity
+        let seccomp: [UInt8]
+        let landlock: Landlock.Ruleset?
+        let cgroup: SandboxCgroup?
+        let placeholders: WorkspacePlaceholders
+        /// Protections this host could not give ("landlock", "cgroups").
+        let degraded: [String]
+    }
+
+    func prepare(_ plan: SandboxPlan, cgroupName: String) throws -> Preparation {
         _ = Self.ignoreBrokenPipes
         let identity = HostIdentity.forNewSandbox()
         let seccomp = try SeccompFilter.program(for: plan.seccomp)
@@ -50,11 +61,25 @@ public struct NamespaceBackend: IsolationBackend {
         let landlock = Landlock.abiVersion().map { Landlock.ruleset(for: plan.mounts, abi: $0) }
         if landlock == nil { degraded.append("landlock") }
         let cgroup = try SandboxCgroup.create(
-            name: "sandbox-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            name: "\(cgroupName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
             limits: CgroupLimits(memoryBytes: plan.limits.memoryBytes, pids: plan.limits.pids)
         )
         if cgroup == nil { degraded.append("cgroups") }
-        let placeholders = try WorkspacePlaceholders.create(for: plan.workspace)
+        let placeholders: WorkspacePlaceholders
+        do {
+            placeholders = try WorkspacePlaceholders.create(for: plan.workspace)
+        } catch {
+            _ = cgroup?.destroy()
+            throw error
+        }
+        return Preparation(identity: identity, seccomp: seccomp, landlock: landlock, cgroup: cgroup, placeholders: placeholders, degraded: degraded)
+    }
+
+    public func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox {
+        let started = Clock.now()
+        let prepared = try prepare(plan, cgroupName: "sandbox")
+        let (identity, seccomp, landlock, cgroup, placeholders) = (prepared.identity, prepared.seccomp, prepared.landlock, prepared.cgroup, prepared.placeholders)
+        let degraded = prepared.degraded
 
         // The sandbox's ends close when start returns (the child holds copies); ours
         // are released to the sandbox object, or closed on every failure path.

@@ -76,18 +76,8 @@ extension NamespaceBackend {
     /// Starts a session sandbox for `plan` (its `command` is not run: actions come
     /// through `exec`).
     public func startSession(_ plan: SandboxPlan) throws -> NamespaceSession {
-        _ = Self.ignoreBrokenPipes
-        let identity = HostIdentity.forNewSandbox()
-        let seccomp = try SeccompFilter.program(for: plan.seccomp)
-        var degraded: [String] = []
-        let landlock = Landlock.abiVersion().map { Landlock.ruleset(for: plan.mounts, abi: $0) }
-        if landlock == nil { degraded.append("landlock") }
-        let cgroup = try SandboxCgroup.create(
-            name: "session-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
-            limits: CgroupLimits(memoryBytes: plan.limits.memoryBytes, pids: plan.limits.pids)
-        )
-        if cgroup == nil { degraded.append("cgroups") }
-        let placeholders = try WorkspacePlaceholders.create(for: plan.workspace)
+        let prepared = try prepare(plan, cgroupName: "session")
+        let (cgroup, placeholders) = (prepared.cgroup, prepared.placeholders)
         var launchedSandbox = false
         defer {
             if !launchedSandbox {
@@ -103,7 +93,7 @@ extension NamespaceBackend {
         var limits = plan.limits
         limits.cpuMilliseconds = nil
         var request = LaunchRequest(
-            plan: plan, identity: identity, landlock: landlock, seccompProgram: seccomp,
+            plan: plan, identity: prepared.identity, landlock: prepared.landlock, seccompProgram: prepared.seccomp,
             resourceLimits: Self.resourceLimits(limits, cgroup: cgroup),
             standardInput: null, standardOutput: null, standardError: null, cgroup: cgroup
         )
@@ -120,6 +110,6 @@ extension NamespaceBackend {
             throw error
         }
         launchedSandbox = true
-        return NamespaceSession(plan: plan, launched: launched, channel: channel, cgroup: cgroup, placeholders: placeholders, degraded: degraded)
+        return NamespaceSession(plan: plan, launched: launched, channel: channel, cgroup: cgroup, placeholders: placeholders, degraded: prepared.degraded)
     }
 }

@@ -108,12 +108,7 @@ extension PolicyReader {
                     return port
                 }
             case "methods":
-                grant.methods = try stringList(field.value, at: field.keyPath, example: "GET").map { method, item in
-                    guard !method.isEmpty, method.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }) else {
-                        throw error(at: item, "'\(field.keyPath)' must be HTTP methods in capitals such as GET, got \(describe(item))")
-                    }
-                    return method
-                }
+                grant.methods = try httpMethods(field)
             default: break
             }
         }

@@ -103,12 +103,7 @@ extension PolicyReader {
                     try hostPattern(host, node: node, at: field.keyPath)
                 }
             case "method":
-                conditions.methods = try stringList(field.value, at: field.keyPath, example: "[GET, HEAD]").map { method, node in
-                    guard !method.isEmpty, method.count <= 32, method.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }) else {
-                        throw error(at: node, "'\(field.keyPath)' must be HTTP methods in capitals such as GET, got \(describe(node))")
-                    }
-                    return method
-                }
+                conditions.methods = try httpMethods(field)
             case "url_path":
                 conditions.urlPaths = try stringList(field.value, at: field.keyPath, example: "\"/simple/**\"").map { pattern, node in
                     guard pattern.hasPrefix("/") else {
@@ -278,6 +273,16 @@ extension PolicyReader {
                 throw error(at: item, "'\(keyPath)[\(index)]' contains a NUL byte")
             }
             return (value, item)
+        }
+    }
+
+    /// `GET` or `[GET, HEAD]`: HTTP method names in capitals.
+    func httpMethods(_ field: Entry) throws -> [String] {
+        try stringList(field.value, at: field.keyPath, example: "[GET, HEAD]").map { method, node in
+            guard !method.isEmpty, method.count <= 32, method.unicodeScalars.allSatisfy({ ("A"..."Z").contains($0) }) else {
+                throw error(at: node, "'\(field.keyPath)' must be HTTP methods in capitals such as GET, got \(describe(node))")
+            }
+            return method
         }
     }
 

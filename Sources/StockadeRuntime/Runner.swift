@@ -12,6 +12,16 @@ public enum Runner {
         try PlanCompiler.compile(request)
     }
 
+    /// Only the namespaces tier exists in this version: a policy that asks for another
+    /// fails rather than running with weaker isolation than it named.
+    /// - Parameter what: what is being started, for the message ("the sandbox").
+    public static func checkTier(_ policy: PolicyDocument, starting what: String) throws {
+        guard let tier = policy.resolved().isolation?.tier, tier != .auto, tier != .namespaces else { return }
+        throw StockadeError(
+            .unsupported,
+            "failed to start \(what): the policy asks for isolation tier '\(tier.rawValue)', which this version of stockade does not have. Use 'namespaces' or 'auto'")
+    }
+
     /// Runs a plan to completion on the namespaces tier. A non-zero exit and a limit
     /// that ended the command are results; failures of stockade itself throw.
     public static func run(

@@ -101,7 +101,7 @@ public final class WorkspacePlaceholders: @unchecked Sendable {
     }
 
     private static func openBeneath(_ rootFD: Int32, _ relative: String) -> Int32 {
-        let fd = stockade_open_beneath(rootFD, relative, STOCKADE_O_PATH | O_DIRECTORY, 0)
+        let fd = stockade_open_beneath(rootFD, relative, STOCKADE_O_PATH | O_DIRECTORY, 0, 0)
         return fd < 0 ? -1 : fd
     }
 }

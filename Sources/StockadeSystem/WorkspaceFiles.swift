@@ -89,7 +89,7 @@ public struct WorkspaceFiles: Sendable {
         let rootFD = try openRoot()
         defer { close(rootFD) }
         let path = relative.isEmpty ? "." : relative
-        let fd = stockade_open_beneath_following(rootFD, path, O_RDONLY | O_NOCTTY | O_NONBLOCK | (directory ? O_DIRECTORY : 0))
+        let fd = stockade_open_beneath(rootFD, path, O_RDONLY | O_NOCTTY | O_NONBLOCK | (directory ? O_DIRECTORY : 0), 0, 1)
         guard fd >= 0 else { throw Self.failure(-fd, relative) }
         return try opened(fd, asked: relative)
     }

@@ -148,7 +148,7 @@ enum StockadeBench {
         let sandbox = try NamespaceBackend().startSession(plan)
         defer { sandbox.close() }
         let exec = GuestExec(argv: ["/bin/true"], environment: plan.environment, workingDirectory: "/workspace")
-        let session = try blocking { try await Session.start(options: SessionOptions(workspace: workspace)) }
+        let session = try Blocking.run { try await Session.start(options: SessionOptions(workspace: workspace)) }
         defer { session.close() }
         var bare: [Double] = []
         var guest: [Double] = []
@@ -157,13 +157,13 @@ enum StockadeBench {
         for _ in 0..<iterations {
             bare.append(try time { try spawnBare() })
             guest.append(try time { _ = try sandbox.exec(exec) })
-            perform.append(try time { _ = try blocking { try await session.perform(.exec(["/bin/true"])) } })
+            perform.append(try time { _ = try Blocking.run { try await session.perform(.exec(["/bin/true"])) } })
         }
         var firstResult: [Double] = []
         for _ in 0..<max(10, iterations / 10) {
             firstResult.append(try time {
-                let fresh = try blocking { try await Session.start(options: SessionOptions(workspace: workspace)) }
-                _ = try blocking { try await fresh.perform(.exec(["/bin/true"])) }
+                let fresh = try Blocking.run { try await Session.start(options: SessionOptions(workspace: workspace)) }
+                _ = try Blocking.run { try await fresh.perform(.exec(["/bin/true"])) }
                 fresh.close()
             })
         }
@@ -174,22 +174,6 @@ enum StockadeBench {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))
-    }
-
-    /// Runs async work to completion from synchronous code.
-    static func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-        let box = ResultBox<T>()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do { box.result = .success(try await work()) } catch { box.result = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try box.result!.get()
-    }
-
-    final class ResultBox<T>: @unchecked Sendable {
-        var result: Result<T, any Error>?
     }
 
     static func time(_ body: () throws -> Void) throws -> Double {

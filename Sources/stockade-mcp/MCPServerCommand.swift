@@ -61,27 +61,19 @@ struct MCPServerCommand: ParsableCommand {
 
     func run() throws {
         let document = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
-        var options = SessionOptions(workspace: workspace)
-        if let idleTimeout { options.idleTimeout = .milliseconds(try Self.duration(idleTimeout, flag: "--idle-timeout")) }
-        if let ttl { options.timeToLive = .milliseconds(try Self.duration(ttl, flag: "--ttl")) }
-        let outcome = Outcome()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do {
-                if let port = http {
-                    try await StockadeMCP.serveHTTP(host: host, port: port, policy: document, options: options) { bound in
-                        StandardStreams.err("stockade mcp: listening on http://\(host):\(bound)/mcp\n")
-                    }
-                } else {
-                    try await StockadeMCP.serveStandardIO(policy: document, options: options)
+        var settings = SessionOptions(workspace: workspace)
+        if let idleTimeout { settings.idleTimeout = .milliseconds(try Self.duration(idleTimeout, flag: "--idle-timeout")) }
+        if let ttl { settings.timeToLive = .milliseconds(try Self.duration(ttl, flag: "--ttl")) }
+        let (options, http, host) = (settings, http, host)
+        try Blocking.run {
+            if let port = http {
+                try await StockadeMCP.serveHTTP(host: host, port: port, policy: document, options: options) { bound in
+                    StandardStreams.err("stockade mcp: listening on http://\(host):\(bound)/mcp\n")
                 }
-            } catch {
-                outcome.error = error
+            } else {
+                try await StockadeMCP.serveStandardIO(policy: document, options: options)
             }
-            done.signal()
         }
-        done.wait()
-        if let error = outcome.error { throw error }
     }
 
     static func duration(_ text: String, flag: String) throws -> Int64 {
@@ -89,10 +81,5 @@ struct MCPServerCommand: ParsableCommand {
             throw StockadeError(.invalidArgument, "failed to read \(flag) '\(text)': expected a duration such as 30s or 15m")
         }
         return Int64(clamping: value)
-    }
-
-    /// Carries the server's error out of its task.
-    final class Outcome: @unchecked Sendable {
-        var error: (any Error)?
     }
 }

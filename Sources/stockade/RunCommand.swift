@@ -93,12 +93,12 @@ struct RunCommand: ParsableCommand {
         if readOnly { judged.workspaceReadOnly = true }
         judged.hiddenPatterns += hide
         if !toolset.isEmpty { judged.toolset = toolset }
-        let effective = judged.resolved()
-        try checkTier(effective)
+        try Runner.checkTier(judged, starting: "the sandbox")
 
         // The validation layer decides the command before anything starts.
         let action = Action.exec(argv: command, workingDirectory: plan.workingDirectory)
         let policyGuard = try PolicyGuard(judged)
+        let effective = policyGuard.policy
         if dryRun {
             StandardStreams.err("stockade: decision: \(policyGuard.decide(action))\n")
         } else {
@@ -161,15 +161,6 @@ struct RunCommand: ParsableCommand {
             StandardStreams.err("stockade: limit exceeded: \(description)\n")
         }
         throw ExitCode(result.exitCode)
-    }
-
-    /// Only the namespaces tier exists in this version: a policy that asks for another
-    /// fails rather than running with weaker isolation than it named.
-    private func checkTier(_ policy: PolicyDocument) throws {
-        guard let tier = policy.isolation?.tier, tier != .auto, tier != .namespaces else { return }
-        throw StockadeError(
-            .unsupported,
-            "failed to start the sandbox: the policy asks for isolation tier '\(tier.rawValue)', which this version of stockade does not have. Use 'namespaces' or 'auto'")
     }
 
     private func duration(_ text: String?, flag: String) throws -> UInt64? {

@@ -24,7 +24,7 @@ struct ShellCommand: ParsableCommand {
 
     func run() throws {
         let document = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
-        let session = try Self.blocking { try await Session.start(policy: document, options: SessionOptions(workspace: workspace)) }
+        let session = try Blocking.run { try await Session.start(policy: document, options: SessionOptions(workspace: workspace)) }
         defer { session.close() }
         var directory = "/workspace"
         let interactive = isatty(STDIN_FILENO) == 1
@@ -48,7 +48,7 @@ struct ShellCommand: ParsableCommand {
             let result: ActionResult
             do {
                 let action = SessionAction.exec(argv, workingDirectory: directory)
-                result = try Self.blocking { try await session.perform(action) }
+                result = try Blocking.run { try await session.perform(action) }
             } catch let error as StockadeError {
                 StandardStreams.err("stockade: \(error.message)\n")
                 if session.endReason != nil { break }
@@ -66,20 +66,5 @@ struct ShellCommand: ParsableCommand {
             StandardStreams.err(String(decoding: result.stderr, as: UTF8.self))
             if let limit = result.limitDescription { StandardStreams.err("stockade: limit exceeded: \(limit)\n") }
         }
-    }
-
-    static func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
-        let box = Box<T>()
-        let done = DispatchSemaphore(value: 0)
-        Task {
-            do { box.result = .success(try await work()) } catch { box.result = .failure(error) }
-            done.signal()
-        }
-        done.wait()
-        return try box.result!.get()
-    }
-
-    final class Box<T>: @unchecked Sendable {
-        var result: Result<T, any Error>?
     }
 }

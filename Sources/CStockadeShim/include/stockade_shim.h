@@ -160,16 +160,11 @@ int stockade_landlock_abi(void);
 /// cannot change what the next sandbox runs (CVE-2019-5736).
 int stockade_sealed_executable(const char *_Nonnull path);
 
-/// openat2(2) relative to `dirfd`, confined beneath it, following no symlink and no
-/// magic link (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS); O_CLOEXEC
-/// is added to `flags`. Returns the fd or -errno (-EXDEV for an escape, -ELOOP for a
-/// symlink on the way).
-int stockade_open_beneath(int dirfd, const char *_Nonnull path, int flags, unsigned int mode);
-
-/// openat2(2) relative to `dirfd`, confined beneath it (RESOLVE_BENEATH), following
-/// symlinks that stay beneath it but no magic link (RESOLVE_NO_MAGICLINKS); O_CLOEXEC
-/// is added to `flags`. Returns the fd or -errno.
-int stockade_open_beneath_following(int dirfd, const char *_Nonnull path, int flags);
+/// openat2(2) relative to `dirfd`, confined beneath it (RESOLVE_BENEATH) and following no
+/// magic link; symlinks that stay beneath it are followed only when `follow_symlinks`
+/// is set. O_CLOEXEC is added to `flags`. Returns the fd or -errno (-EXDEV for an
+/// escape, -ELOOP for a symlink where none may be followed).
+int stockade_open_beneath(int dirfd, const char *_Nonnull path, int flags, unsigned int mode, int follow_symlinks);
 
 /// Gives the calling thread alone (raw system calls, not glibc's process-wide
 /// wrappers) the credentials of uid/gid with no supplementary groups, for good: file

@@ -1,0 +1,99 @@
+import Foundation
+import StockadeCore
+import StockadePolicy
+import StockadeSystem
+
+/// How a session is set up, beyond its policy.
+public struct SessionOptions: Sendable {
+    /// The workspace; nil: the policy's, else the current directory.
+    public var workspace: String?
+    /// The session ends after this long without an action.
+    public var idleTimeout: Duration
+    /// The session ends this long after it started, whatever it is doing.
+    public var timeToLive: Duration
+    /// Who answers `ask` decisions; nil: the one the policy's `approval` names.
+    public var approver: (any Approver)?
+    /// Largest file `read_file` returns (more is cut, and said so).
+    public var maxReadBytes: Int
+    /// Largest file `write_file` accepts.
+    public var maxWriteBytes: Int
+    /// Largest stdout (and stderr) an `exec` result holds.
+    public var maxCapturedOutput: Int
+    public var callerEnvironment: [String: String]
+    public var currentDirectory: String
+
+    public init(
+        workspace: String? = nil, idleTimeout: Duration = .seconds(15 * 60), timeToLive: Duration = .seconds(4 * 3600),
+        approver: (any Approver)? = nil, maxReadBytes: Int = 8 << 20, maxWriteBytes: Int = 8 << 20,
+        maxCapturedOutput: Int = 1 << 20,
+        callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
+        currentDirectory: String = FileManager.default.currentDirectoryPath
+    ) {
+        self.workspace = workspace
+        self.idleTimeout = idleTimeout
+        self.timeToLive = timeToLive
+        self.approver = approver
+        self.maxReadBytes = maxReadBytes
+        self.maxWriteBytes = maxWriteBytes
+        self.maxCapturedOutput = maxCapturedOutput
+        self.callerEnvironment = callerEnvironment
+        self.currentDirectory = currentDirectory
+    }
+}
+
+/// An action as a front end asks for it: the policy's `Action` plus what it carries
+/// beyond its arguments (the content of a write).
+public enum SessionAction: Sendable {
+    /// Runs a command; the working directory defaults to /workspace.
+    case exec([String], workingDirectory: String? = nil)
+    case readFile(String)
+    case writeFile(String, content: [UInt8])
+    case listFiles(String)
+    case http(method: String, url: String)
+    /// Asks to lower a label through the policy's declassify rule of this id.
+    case declassify(String)
+}
+
+/// What one action did. A denial is a result too (`performed` false), with the rule
+/// that made it: agents are told why, and can adapt.
+public struct ActionResult: Codable, Equatable, Sendable {
+    /// The action in one line.
+    public var action: String
+    public var decision: Decision
+    /// The rule, invariant or declassify rule behind the decision.
+    public var rule: String?
+    /// "denied by rule no-push: git push needs approval", or why approval failed.
+    public var message: String
+    /// Who approved an `ask`.
+    public var approvedBy: String?
+    /// False when the action was refused and nothing ran.
+    public var performed: Bool
+
+    // exec
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var limit: LimitKind?
+    public var limitDescription: String?
+    public var stdout: [UInt8] = []
+    public var stderr: [UInt8] = []
+    public var stdoutTruncated = false
+    public var stderrTruncated = false
+    public var cpuMilliseconds: UInt64?
+
+    // read_file, write_file, list_files
+    /// The resolved path, relative to the workspace.
+    public var path: String?
+    public var content: [UInt8]?
+    public var contentTruncated = false
+    public var bytesWritten: Int?
+    public var entries: [WorkspaceFiles.Entry]?
+
+    public var wallMilliseconds: UInt64 = 0
+    /// The session's labels after the action.
+    public var labels: [String] = []
+
+    /// True when the action was refused, or ran and failed (non-zero exit, a limit).
+    public var isError: Bool {
+        !performed || (exitCode.map { $0 != 0 } ?? false) || limit != nil
+    }
+}
