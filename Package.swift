@@ -69,7 +69,7 @@ let package = Package(
         .executableTarget(name: "stockade-bench", dependencies: ["StockadeRuntime"]),
         .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
         .testTarget(name: "StockadeSandboxTests", dependencies: [
-            "StockadeRuntime", "StockadeIsolation", "StockadeSystem", "StockadeCore",
+            "StockadeRuntime", "StockadeServer", "StockadeIsolation", "StockadeSystem", "StockadeCore",
         ]),
     ]
 )

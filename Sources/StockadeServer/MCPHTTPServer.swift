@@ -45,16 +45,21 @@ actor HTTPRouter {
         let session: Session
     }
 
+    /// Starts the stockade session of a new MCP session (a seam for tests).
+    typealias Starter = @Sendable (PolicyDocument, SessionOptions) async throws -> Session
+
     private let policy: PolicyDocument
     private let options: SessionOptions
+    private let startSession: Starter
     private var entries: [String: Entry] = [:]
     static let endpoint = "/mcp"
     /// Most MCP sessions (each a sandbox) at once.
     static let maximumSessions = 64
 
-    init(policy: PolicyDocument, options: SessionOptions) {
+    init(policy: PolicyDocument, options: SessionOptions, startSession: @escaping Starter = { try await Session.start(policy: $0, options: $1) }) {
         self.policy = policy
         self.options = options
+        self.startSession = startSession
     }
 
     private struct FixedID: SessionIDGenerator {
@@ -99,7 +104,7 @@ actor HTTPRouter {
         var started: Session?
         defer { if let started, entries[id] == nil { started.close() } }
         do {
-            let session = try await Session.start(policy: policy, options: options)
+            let session = try await startSession(policy, options)
             started = session
             let server = await StockadeMCP.makeServer(policy: policy, session: session)
             try await server.start(transport: transport)
