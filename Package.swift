@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Pure Swift: the shared error type and the sandbox plan (plain data).
@@ -43,8 +44,18 @@ let package = Package(
         .target(name: "StockadeIsolation", dependencies: [
             "StockadeCore", "StockadePolicy", "StockadeSystem",
         ]),
+        // The egress proxy: the only way out of a sandbox whose policy grants hosts.
+        // SwiftNIO for the proxy and its HTTP parsing; NIOSSL for the TLS of the
+        // supervisor's own fetches (the `http` action). Tunnelled TLS is never opened.
+        .target(name: "StockadeNetwork", dependencies: [
+            "StockadeCore", "StockadePolicy",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         .target(name: "StockadeRuntime", dependencies: [
-            "StockadeCore", "StockadePolicy", "StockadeIsolation",
+            "StockadeCore", "StockadePolicy", "StockadeIsolation", "StockadeNetwork",
         ]),
         // The front ends beyond the CLI: the MCP server (the official Swift SDK).
         .target(name: "StockadeServer", dependencies: [
@@ -70,6 +81,7 @@ let package = Package(
         .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
         .testTarget(name: "StockadeSandboxTests", dependencies: [
             "StockadeRuntime", "StockadeServer", "StockadeIsolation", "StockadeSystem", "StockadeCore",
+            "StockadeNetwork",
         ]),
     ]
 )

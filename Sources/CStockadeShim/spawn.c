@@ -8,11 +8,14 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/signalfd.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include "internal.h"
 
@@ -69,6 +72,44 @@ static int move_high(int fd) {
     return moved;
 }
 
+static void send_proxy_listener(int port, int channel) {
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener < 0) stockade_child_fail("open the egress bridge's socket", NULL, errno);
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons((uint16_t)port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(listener, (struct sockaddr *)&address, sizeof(address)) < 0)
+        stockade_child_fail("bind the egress bridge to 127.0.0.1", NULL, errno);
+    if (listen(listener, 256) < 0) stockade_child_fail("listen on the egress bridge", NULL, errno);
+    char byte = 0;
+    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr message;
+    memset(&message, 0, sizeof(message));
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.space;
+    message.msg_controllen = sizeof(control.space);
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &listener, sizeof(int));
+    ssize_t sent;
+    do {
+        sent = sendmsg(channel, &message, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent != 1) stockade_child_fail("hand the egress bridge to the supervisor", NULL, sent < 0 ? errno : EIO);
+    close(listener);
+    close(channel);
+}
+
 __attribute__((noreturn)) static void child_main(const struct stockade_spawn_config *config) {
     // The supervisor's end of the sync pipe: only the supervisor may hold it, so that
     // its death reads as EOF below.
@@ -84,6 +125,7 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     int stderr_fd = move_high(config->stderr_fd);
     int status_fd = move_high(config->status_fd);
     int init_fd = move_high(config->init_fd);
+    int proxy_channel_fd = config->proxy_port > 0 ? move_high(config->proxy_channel_fd) : -1;
 
     // Signals: the supervisor blocks the ones it forwards; nothing of that may reach
     // the sandbox, so start from an empty mask and default dispositions.
@@ -132,6 +174,11 @@ __attribute__((noreturn)) static void child_main(const struct stockade_spawn_con
     request.ifr_flags |= IFF_UP | IFF_RUNNING;
     if (ioctl(netlink, SIOCSIFFLAGS, &request) < 0) stockade_child_fail("bring up the loopback device", NULL, errno);
     close(netlink);
+
+    // The egress bridge: the one listener of the sandbox that leads out, opened here,
+    // handed to the supervisor and closed, so nothing inside can accept on it. The port
+    // stays bound for the sandbox's life: no program inside can take it over.
+    if (proxy_channel_fd >= 0) send_proxy_listener(config->proxy_port, proxy_channel_fd);
 
     // Step 4: the root file system (mounts.c); ends inside the new root.
     stockade_child_build_root(config);
@@ -195,6 +242,34 @@ pid_t stockade_spawn(const struct stockade_spawn_config *config, int *pidfd) {
 int stockade_pidfd_send_signal(int pidfd, int signal) {
     if (syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) < 0) return -errno;
     return 0;
+}
+
+int stockade_receive_fd(int socket) {
+    char byte = 0;
+    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr message;
+    memset(&message, 0, sizeof(message));
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control.space;
+    message.msg_controllen = sizeof(control.space);
+    ssize_t got;
+    do {
+        got = recvmsg(socket, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) return -errno;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (got != 1 || header == NULL || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
+        header->cmsg_len != CMSG_LEN(sizeof(int)))
+        return -EPROTO;
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    return fd;
 }
 
 int stockade_cloexec_pipe(int *fds) {

@@ -27,6 +27,9 @@ public struct RunResult: Codable, Equatable, Sendable {
     /// command created them (a placeholder stands in only for missing directories).
     /// Review them before any tool reads them.
     public var createdProtected: [String] = []
+    /// Every connection and request through the egress proxy, allowed or refused
+    /// (empty without a network grant).
+    public var egress: [EgressEvent] = []
 
     public init(
         exitCode: Int32, signal: Int32? = nil, limit: LimitKind? = nil, limitDescription: String? = nil,

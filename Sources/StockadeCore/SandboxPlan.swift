@@ -21,7 +21,7 @@ public struct SandboxPlan: Codable, Equatable, Sendable {
     public var mounts: [MountOperation]
     /// The workspace grant, if any (also present in `mounts`; kept here for reports).
     public var workspace: WorkspaceGrant?
-    /// Network access. Only `.none` is enforced by this version.
+    /// Network access: none, or only through the supervisor's egress proxy.
     public var network: NetworkMode
     /// Resource limits; every field is set (defaults are filled in by the compiler).
     public var limits: ResourceLimits
@@ -195,6 +195,31 @@ public enum MountOperation: Codable, Equatable, Sendable {
 public enum NetworkMode: String, Codable, Equatable, Sendable {
     /// A private network namespace holding only a loopback device.
     case none
+    /// The same private namespace, plus one listener on its loopback
+    /// (127.0.0.1:`EgressBridge.port`) that the supervisor's egress proxy accepts on.
+    /// There is still no route: a program that ignores the proxy variables reaches
+    /// nothing.
+    case proxy
+}
+
+/// Where the egress proxy appears inside a sandbox, and the environment that points
+/// programs at it.
+public enum EgressBridge {
+    /// The port of the bridge on the sandbox's loopback (squid's customary port).
+    public static let port = 3128
+    public static let url = "http://127.0.0.1:\(port)"
+    /// The variables curl, pip, git, npm, Python and Go read, in both spellings.
+    /// Loopback stays direct: servers the sandbox runs itself are there.
+    public static var environment: [EnvironmentVariable] {
+        var variables: [EnvironmentVariable] = []
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            variables.append(EnvironmentVariable(name: name, value: url))
+            variables.append(EnvironmentVariable(name: name.lowercased(), value: url))
+        }
+        variables.append(EnvironmentVariable(name: "NO_PROXY", value: "localhost,127.0.0.1,::1"))
+        variables.append(EnvironmentVariable(name: "no_proxy", value: "localhost,127.0.0.1,::1"))
+        return variables
+    }
 }
 
 /// Resource limits. `nil` means unlimited (only possible when asked for explicitly).

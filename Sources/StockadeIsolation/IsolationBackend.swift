@@ -40,6 +40,9 @@ public protocol Sandbox: AnyObject, Sendable {
     func signal(_ signal: Int32)
     /// Ends the sandbox now: every process in it is killed.
     func kill()
+    /// The egress bridge's listener (plans with `network: .proxy`), handed over once:
+    /// the caller's proxy owns it from then on. Nil when there is none, or it was taken.
+    func takeEgressListener() -> Int32?
 }
 
 /// One isolation tier: carries a `SandboxPlan` out. After crun's handlers and

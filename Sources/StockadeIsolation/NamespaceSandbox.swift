@@ -23,6 +23,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
     private struct State {
         var waited = false
         var killedFor: LimitKind?
+        var egressListener: Int32 = -1
     }
 
     /// How often cgroup counters are read while a CPU, memory or process limit is set.
@@ -44,6 +45,14 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         self.started = started
         self.degraded = degraded
         self.forwardSignals = forwardSignals
+        state.withLock { $0.egressListener = launched.egressListener }
+    }
+
+    func takeEgressListener() -> Int32? {
+        state.withLock { state in
+            defer { state.egressListener = -1 }
+            return state.egressListener >= 0 ? state.egressListener : nil
+        }
     }
 
     func signal(_ signal: Int32) {
@@ -76,6 +85,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
             close(stderrFD)
             close(launched.statusFD)
             close(launched.pidfd)
+            if let listener = takeEgressListener() { close(listener) }
         }
         var stdout = StreamState(fd: stdoutFD)
         var stderr = StreamState(fd: stderrFD)

@@ -16,6 +16,7 @@ public final class NamespaceSession: @unchecked Sendable {
     private let placeholders: WorkspacePlaceholders
     private let lock = NSLock()
     private var closed = false
+    private var egressListener: Int32 = -1
 
     init(plan: SandboxPlan, launched: LaunchedSandbox, channel: GuestChannel, cgroup: SandboxCgroup?, placeholders: WorkspacePlaceholders, degraded: [String]) {
         self.plan = plan
@@ -24,6 +25,15 @@ public final class NamespaceSession: @unchecked Sendable {
         self.cgroup = cgroup
         self.placeholders = placeholders
         self.degraded = degraded
+        egressListener = launched.egressListener
+    }
+
+    /// The egress bridge's listener, handed over once (see `Sandbox`).
+    public func takeEgressListener() -> Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        defer { egressListener = -1 }
+        return egressListener >= 0 ? egressListener : nil
     }
 
     deinit {
@@ -67,6 +77,7 @@ public final class NamespaceSession: @unchecked Sendable {
         var status: Int32 = 0
         while waitpid(launched.pid, &status, 0) < 0 && errno == EINTR {}
         Glibc.close(launched.pidfd)
+        if let listener = takeEgressListener() { Glibc.close(listener) }
         _ = cgroup?.destroy()
         placeholders.remove()
     }

@@ -93,7 +93,7 @@ public enum PlanCompiler {
             user: user,
             mounts: mounts,
             workspace: workspace,
-            network: .none,
+            network: networkMode(request.policy),
             limits: limits,
             seccomp: .default,
             toolset: toolset.map { ToolsetGrant(names: ToolsetResolver.uniqueNames($0.names), key: $0.root.key, rootPath: $0.root.path) }
@@ -246,6 +246,11 @@ public enum PlanCompiler {
         return mounts
     }
 
+    /// An allowlist puts the egress bridge in the sandbox; anything else, nothing.
+    static func networkMode(_ policy: PolicyDocument) -> NetworkMode {
+        (policy.network?.grantsAccess ?? false) ? .proxy : .none
+    }
+
     static func environment(_ request: RunRequest, user: SandboxUser) throws -> [EnvironmentVariable] {
         var values: [(String, String)] = [
             ("PATH", searchPath),
@@ -253,6 +258,9 @@ public enum PlanCompiler {
             ("LANG", request.callerEnvironment["LANG"] ?? "C.UTF-8"),
         ]
         if let term = request.callerEnvironment["TERM"] { values.append(("TERM", term)) }
+        if networkMode(request.policy) == .proxy {
+            values += EgressBridge.environment.map { ($0.name, $0.value) }
+        }
         func set(_ name: String, _ value: String) {
             values.removeAll { $0.0 == name }
             values.append((name, value))

@@ -388,7 +388,7 @@ enum GlobPath {
 extension String {
     /// The string with control characters (NUL included) written as `\u{..}`, so that a
     /// message quoting user input stays on one line and shows what is there.
-    var printableForMessages: String {
+    public var printableForMessages: String {
         var result = ""
         for scalar in unicodeScalars {
             if scalar.value < 0x20 || scalar.value == 0x7F {

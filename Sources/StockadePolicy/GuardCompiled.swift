@@ -63,12 +63,19 @@ struct ActionFacts {
 /// An absolute http(s) URL, taken apart strictly: a URL that could be read two ways
 /// (user information before the host, a backslash, white space) is refused rather than
 /// guessed at, since the proxy and the guard must agree on the host.
-struct ParsedURL {
-    let host: String
+public struct ParsedURL: Sendable {
+    /// Lower case, without a trailing dot; an IPv6 address without its brackets.
+    public let host: String
+    /// True for https.
+    public let secure: Bool
+    /// The port given, or 80/443.
+    public let port: Int
     /// The path, percent-decoded, `/` if empty.
-    let path: String
+    public let path: String
+    /// Path and query as written (what a request line carries), `/` if empty; no fragment.
+    public let target: String
 
-    init?(_ text: String) {
+    public init?(_ text: String) {
         // Byte-wise: the URL is ASCII when it is well formed, and this runs on every
         // http decision.
         let bytes = Array(text.utf8)
@@ -87,6 +94,8 @@ struct ParsedURL {
         } else {
             return nil
         }
+        secure = start == 8
+        var port = secure ? 443 : 80
         var end = start
         while end < bytes.count, bytes[end] != UInt8(ascii: "/"), bytes[end] != UInt8(ascii: "?"), bytes[end] != UInt8(ascii: "#") { end += 1 }
         let authority = bytes[start..<end]
@@ -97,19 +106,30 @@ struct ParsedURL {
             host = authority[(authority.startIndex + 1)..<close]
             let after = authority[(close + 1)...]
             guard after.isEmpty || (after.first == UInt8(ascii: ":") && Self.isPort(after.dropFirst())) else { return nil }
+            if !after.isEmpty { port = Self.portValue(after.dropFirst()) }
         } else if let colon = authority.firstIndex(of: UInt8(ascii: ":")) {
             guard Self.isPort(authority[(colon + 1)...]) else { return nil }
             host = authority[..<colon]
+            port = Self.portValue(authority[(colon + 1)...])
         } else {
             host = authority
         }
         if host.last == UInt8(ascii: ".") { host = host.dropLast() }
         guard !host.isEmpty, let hostText = String(validating: host.map(Self.lower), as: UTF8.self) else { return nil }
         self.host = hostText
+        self.port = port
         var pathEnd = end
         while pathEnd < bytes.count, bytes[pathEnd] != UInt8(ascii: "?"), bytes[pathEnd] != UInt8(ascii: "#") { pathEnd += 1 }
         guard let decoded = Self.percentDecoded(end == pathEnd ? [UInt8(ascii: "/")][...] : bytes[end..<pathEnd]) else { return nil }
         self.path = decoded
+        var targetEnd = pathEnd
+        while targetEnd < bytes.count, bytes[targetEnd] != UInt8(ascii: "#") { targetEnd += 1 }
+        let rawTarget = String(decoding: bytes[end..<targetEnd], as: UTF8.self)
+        target = rawTarget.hasPrefix("/") ? rawTarget : "/" + rawTarget
+    }
+
+    private static func portValue(_ text: ArraySlice<UInt8>) -> Int {
+        text.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
     }
 
     private static func lower(_ byte: UInt8) -> UInt8 {

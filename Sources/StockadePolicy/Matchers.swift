@@ -41,13 +41,14 @@ struct ArgumentPattern: Equatable, Sendable {
 /// A host in a rule or a grant: an exact name, `*.` and a name (any name below it, not
 /// the name itself), or a literal IP address. Names are compared in lower case and
 /// without a trailing dot.
-struct HostPattern: Equatable, Sendable {
-    let suffix: String
+public struct HostPattern: Equatable, Sendable {
+    /// The name (or address) after any `*.`.
+    public let suffix: String
     /// `.` and the suffix, for wildcard matching without building it each time.
     let dottedSuffix: String
-    let wildcard: Bool
+    public let wildcard: Bool
 
-    init?(_ pattern: String) {
+    public init?(_ pattern: String) {
         var text = pattern.lowercased()
         if text.hasSuffix(".") { text.removeLast() }
         if text.hasPrefix("*.") {
@@ -62,14 +63,14 @@ struct HostPattern: Equatable, Sendable {
     }
 
     /// `host` is lower case without a trailing dot (as `ParsedURL` gives it).
-    func matches(_ host: String) -> Bool {
+    public func matches(_ host: String) -> Bool {
         if wildcard { return host.utf8.count > dottedSuffix.utf8.count && host.hasSuffix(dottedSuffix) }
         return host == suffix
     }
 
     /// Letters, digits and `-` in dot-separated labels of 1 to 63 characters, not all
     /// digits in the last label (that would be a number, not a name).
-    static func isHostName(_ text: String) -> Bool {
+    public static func isHostName(_ text: String) -> Bool {
         guard !text.isEmpty, text.utf8.count <= 253 else { return false }
         let labels = text.split(separator: ".", omittingEmptySubsequences: false)
         for label in labels {

@@ -205,6 +205,18 @@ public struct PolicyGuard: Sendable {
         return Verdict(decision: .deny, basis: .defaultDeny, reason: "no rule allows \(facts.tool) \(facts.summary)")
     }
 
+    /// The invariant that forbids the network to a session carrying `label`, if any:
+    /// what the egress proxy asks before each connection of a program that was started
+    /// before the session took the label on.
+    public func networkBlock(label: SessionLabel) -> Verdict? {
+        for invariant in invariants {
+            guard case .denyFlow(let from, let to) = invariant.invariant.kind, to == .network, label.contains(from) else { continue }
+            let reason = invariant.invariant.reason ?? "the session carries '\(from)' data, which must not flow to the network"
+            return Verdict(decision: .deny, basis: .invariant, ruleID: invariant.invariant.id, reason: reason)
+        }
+        return nil
+    }
+
     /// The label a session carries after `action` ran.
     public func label(after action: Action, from label: SessionLabel) -> SessionLabel {
         guard case .success(let facts) = ActionFacts.make(action) else { return label }

@@ -204,13 +204,28 @@ public struct NetworkPolicy: Codable, Equatable, Sendable {
         public var host: String
         /// Ports; empty means 80 and 443.
         public var ports: [Int]
-        /// Methods allowed for plain HTTP; empty means any.
+        /// Methods allowed; empty means any. The proxy sees the method of plain HTTP
+        /// only: a grant that lists methods refuses HTTPS tunnels unless it lists CONNECT.
         public var methods: [String]
+        /// Headers the supervisor adds on the way out (plain HTTP through the proxy, and
+        /// the supervisor's own `http` actions): credentials that never enter the sandbox.
+        public var injectHeaders: [HeaderInjection]
 
-        public init(host: String, ports: [Int] = [], methods: [String] = []) {
+        public init(host: String, ports: [Int] = [], methods: [String] = [], injectHeaders: [HeaderInjection] = []) {
             self.host = host
             self.ports = ports
             self.methods = methods
+            self.injectHeaders = injectHeaders
+        }
+    }
+
+    /// `inject_headers: {Authorization: "Bearer ${env:API_TOKEN}"}`.
+    public struct HeaderInjection: Codable, Equatable, Sendable {
+        public var name: String
+        public var value: SecretTemplate
+        public init(name: String, value: SecretTemplate) {
+            self.name = name
+            self.value = value
         }
     }
 
@@ -232,6 +247,68 @@ public struct NetworkPolicy: Codable, Equatable, Sendable {
 
     /// True when the sandbox can reach anything beyond its own loopback.
     public var grantsAccess: Bool { mode == .allowlist && !allow.isEmpty }
+}
+
+/// A value with `${env:NAME}` and `${file:PATH}` references, filled in by the
+/// supervisor (never by the sandbox) when it needs the value.
+public struct SecretTemplate: Codable, Equatable, Sendable {
+    public enum Part: Codable, Equatable, Sendable {
+        case text(String)
+        case environment(String)
+        case file(String)
+    }
+
+    public var parts: [Part]
+
+    public init(parts: [Part]) {
+        self.parts = parts
+    }
+
+    /// Parses `text`; nil with a reason for a broken reference.
+    public static func parse(_ text: String) -> Result<SecretTemplate, TemplateProblem> {
+        var parts: [Part] = []
+        var rest = Substring(text)
+        while let open = rest.range(of: "${") {
+            if open.lowerBound > rest.startIndex { parts.append(.text(String(rest[..<open.lowerBound]))) }
+            guard let close = rest[open.upperBound...].firstIndex(of: "}") else {
+                return .failure(TemplateProblem(reason: "a '${' is not closed by '}'"))
+            }
+            let reference = rest[open.upperBound..<close]
+            if reference.hasPrefix("env:"), reference.count > 4 {
+                let name = String(reference.dropFirst(4))
+                guard name.unicodeScalars.allSatisfy({ $0 == "_" || ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) }) else {
+                    return .failure(TemplateProblem(reason: "'\(name)' is not a variable name"))
+                }
+                parts.append(.environment(name))
+            } else if reference.hasPrefix("file:"), reference.count > 5 {
+                let path = String(reference.dropFirst(5))
+                guard path.hasPrefix("/") || path.hasPrefix("~/") else {
+                    return .failure(TemplateProblem(reason: "a file reference needs an absolute path or one under ~/, as in ${file:~/.config/token}"))
+                }
+                parts.append(.file(path))
+            } else {
+                return .failure(TemplateProblem(reason: "'${\(reference)}' is neither ${env:NAME} nor ${file:PATH}"))
+            }
+            rest = rest[rest.index(after: close)...]
+        }
+        if !rest.isEmpty { parts.append(.text(String(rest))) }
+        return .success(SecretTemplate(parts: parts))
+    }
+
+    /// The template as written, for policies printed back.
+    public var text: String {
+        parts.map { part in
+            switch part {
+            case .text(let text): return text
+            case .environment(let name): return "${env:\(name)}"
+            case .file(let path): return "${file:\(path)}"
+            }
+        }.joined()
+    }
+
+    public struct TemplateProblem: Error, Sendable {
+        public let reason: String
+    }
 }
 
 /// The `isolation` section.

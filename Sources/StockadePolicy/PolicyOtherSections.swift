@@ -6,7 +6,7 @@ import Yams
 extension PolicyReader {
     static let isolationKeys = ["tier", "latency_budget"]
     static let networkKeys = ["mode", "allow", "max_bytes", "max_requests", "timeout"]
-    static let hostGrantKeys = ["host", "ports", "methods"]
+    static let hostGrantKeys = ["host", "ports", "methods", "inject_headers"]
     static let approvalKeys = ["mode", "command", "timeout"]
     static let secretsKeys = ["known", "on_leak"]
     static let auditKeys = ["path", "checkpoint_every", "signing_key"]
@@ -109,8 +109,32 @@ extension PolicyReader {
                 }
             case "methods":
                 grant.methods = try httpMethods(field)
+            case "inject_headers":
+                for header in try entries(of: field.value, at: field.keyPath, allowed: nil, example: "{Authorization: \"Bearer ${env:API_TOKEN}\"}") {
+                    let tokenCharacters = "!#$%&'*+-.^_`|~"
+                    guard !header.key.isEmpty, header.key.unicodeScalars.allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || tokenCharacters.unicodeScalars.contains($0)) }) else {
+                        throw error(at: header.keyNode, "'\(field.keyPath)': '\(header.key.printableForMessages)' is not an HTTP header name")
+                    }
+                    let lowered = header.key.lowercased()
+                    guard !["host", "content-length", "transfer-encoding", "connection", "proxy-authorization"].contains(lowered) else {
+                        throw error(at: header.keyNode, "'\(field.keyPath)': the proxy sets '\(header.key)' itself; inject credentials such as Authorization instead")
+                    }
+                    let value = try text(of: header.value, at: header.keyPath, expected: "a header value with ${env:NAME} or ${file:PATH} references")
+                    guard !value.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) else {
+                        throw error(at: header.value, "'\(header.keyPath)' must not contain line breaks or NUL bytes")
+                    }
+                    switch SecretTemplate.parse(value) {
+                    case .success(let template):
+                        grant.injectHeaders.append(NetworkPolicy.HeaderInjection(name: header.key, value: template))
+                    case .failure(let problem):
+                        throw error(at: header.value, "'\(header.keyPath)': \(problem.reason)")
+                    }
+                }
             default: break
             }
+        }
+        if !grant.injectHeaders.isEmpty && HostPattern(grant.host)?.wildcard == true {
+            throw error(at: node, "'\(keyPath)': inject_headers needs an exact host, not a wildcard: a credential must go to the one host it is for")
         }
         return grant
     }

@@ -54,6 +54,9 @@ extension PolicyDocument {
                     var entry: [(Node, Node)] = [(key("host"), quoted(grant.host))]
                     if !grant.ports.isEmpty { entry.append((key("ports"), Node(grant.ports.map { Node(String($0)) }))) }
                     if !grant.methods.isEmpty { entry.append((key("methods"), Node(grant.methods.map(quoted)))) }
+                    if !grant.injectHeaders.isEmpty {
+                        entry.append((key("inject_headers"), Node(grant.injectHeaders.map { (quoted($0.name), quoted($0.value.text)) })))
+                    }
                     return Node(entry)
                 })))
                 if let maxBytes = network.maxBytes { fields.append((key("max_bytes"), Node(Self.exactSize(maxBytes)))) }

@@ -1,5 +1,6 @@
 @_exported import StockadeCore
 @_exported import StockadeIsolation
+@_exported import StockadeNetwork
 @_exported import StockadePolicy
 
 /// The one-shot API the front ends use: plan a request, then run the plan on a tier.
@@ -24,9 +25,38 @@ public enum Runner {
 
     /// Runs a plan to completion on the namespaces tier. A non-zero exit and a limit
     /// that ended the command are results; failures of stockade itself throw.
+    ///
+    /// A plan with `network: .proxy` gets an egress proxy for its lifetime, enforcing
+    /// `network` (the policy's section; required then) with `egress`'s resolver and sink;
+    /// its events are in the result.
     public static func run(
-        _ plan: SandboxPlan, input: InputHandling = .none, output: OutputHandling, forwardSignals: Bool = false
+        _ plan: SandboxPlan, input: InputHandling = .none, output: OutputHandling, forwardSignals: Bool = false,
+        network: NetworkPolicy? = nil, egress: EgressConfiguration = EgressConfiguration()
     ) throws -> RunResult {
-        try NamespaceBackend(forwardSignals: forwardSignals).run(plan, input: input, output: output)
+        guard plan.network == .proxy else {
+            return try NamespaceBackend(forwardSignals: forwardSignals).run(plan, input: input, output: output)
+        }
+        guard let network, network.grantsAccess else {
+            throw StockadeError(.invalidArgument, "failed to start the sandbox: its plan has the egress bridge but no network allowlist was given to enforce")
+        }
+        // Made before the sandbox: a credential the policy injects but the host lacks
+        // stops the run before anything starts.
+        let proxy = try EgressProxy(policy: network, configuration: egress)
+        let sandbox = try NamespaceBackend(forwardSignals: forwardSignals).start(plan, input: input, output: output)
+        do {
+            guard let listener = sandbox.takeEgressListener() else {
+                throw StockadeError(.internalError, "failed to start the egress proxy: the sandbox has no bridge. This is a bug in stockade; please report it")
+            }
+            try proxy.serve(listener: listener)
+        } catch {
+            sandbox.kill()
+            _ = try? sandbox.wait()
+            throw error
+        }
+        defer { proxy.shutdown() }
+        var result = try sandbox.wait()
+        proxy.shutdown()
+        result.egress = proxy.events
+        return result
     }
 }

@@ -1,8 +1,10 @@
 import Foundation
 import StockadeCore
 import StockadeIsolation
+import StockadeNetwork
 import StockadePolicy
 import StockadeSystem
+import Synchronization
 
 /// One sandbox for a whole agent task: one policy, one workspace, one label state. It
 /// stays up between actions (a server started by one action can be reached by the
@@ -26,6 +28,10 @@ public final class Session: @unchecked Sendable {
     let approver: any Approver
     let approvalTimeout: Duration
     let ledger = ApprovalLedger()
+    /// The egress proxy, when the policy grants network access.
+    let proxy: EgressProxy?
+    /// The labels, readable by the proxy's threads without the session's locks.
+    let labelCell = LabelCell()
 
     /// Serializes actions (held for the whole of one).
     private let actionLock = NSLock()
@@ -58,13 +64,40 @@ public final class Session: @unchecked Sendable {
         self.approvalTimeout = settings.timeout
         self.hiddenGlobs = try GlobSet(patterns: plan.workspace?.hiddenPatterns ?? [])
         self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath, hiddenEntries: $0.hiddenEntries) }
+        var proxy: EgressProxy?
+        if plan.network == .proxy, let network = policyGuard.policy.network {
+            var configuration = options.egress
+            configuration.environment = options.callerEnvironment
+            // Programs the session started earlier keep running after it takes on a
+            // label: the proxy asks again before each of their connections.
+            let (cell, policyGuard) = (labelCell, policyGuard)
+            proxy = try EgressProxy(policy: network, configuration: configuration) { _, _ in
+                policyGuard.networkBlock(label: cell.value).map { EgressRefusal(.denied, rule: $0.ruleID, $0.reason) }
+            }
+        }
+        self.proxy = proxy
         self.sandbox = try NamespaceBackend().startSession(plan)
+        if let proxy {
+            do {
+                guard let listener = sandbox.takeEgressListener() else {
+                    throw StockadeError(.internalError, "failed to start the egress proxy: the session has no bridge. This is a bug in stockade; please report it")
+                }
+                try proxy.serve(listener: listener)
+            } catch {
+                sandbox.close()
+                throw error
+            }
+        }
         startWatchdog()
     }
 
     deinit {
+        proxy?.shutdown()
         sandbox.close()
     }
+
+    /// Every connection and request through the session's egress proxy so far.
+    public var egressEvents: [EgressEvent] { proxy?.events ?? [] }
 
     /// The labels the session carries now.
     public var label: SessionLabel {
@@ -122,7 +155,7 @@ public final class Session: @unchecked Sendable {
             let target = try files().writeTarget(try workspaceRelative(path))
             writeTarget = target
             action = .writeFile(path: Self.sandboxPath(target.relativePath))
-        case .http(let method, let url):
+        case .http(let method, let url, _, _):
             action = .http(method: method, url: url)
         case .declassify(let rule):
             action = .declassify(rule: rule)
@@ -184,9 +217,36 @@ public final class Session: @unchecked Sendable {
         case .writeFile(_, let content):
             result.bytesWritten = try files().write(content, to: writeTarget!)
             result.path = writeTarget!.relativePath
-        case .http:
-            result.performed = false
-            result.message = "http actions need the egress proxy, which this version does not have; nothing was fetched"
+        case .http(let method, let url, let headers, let body):
+            guard let proxy else {
+                result.performed = false
+                result.decision = .deny
+                result.rule = "network"
+                result.message = "denied: the policy grants no network (network: none); nothing was fetched. Add the host to network.allow"
+                result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
+                result.wallMilliseconds = Self.milliseconds(since: clock)
+                return result
+            }
+            let request = FetchRequest(
+                method: method, url: url, headers: headers.map { ($0.key, $0.value) }, body: body, maxResponseBytes: options.maxFetchBytes)
+            let outcome = try Blocking.run { await proxy.fetch(request) }
+            switch outcome {
+            case .success(let response):
+                result.httpStatus = response.status
+                result.httpHeaders = response.headers.map { HTTPHeader(name: $0.name, value: $0.value) }
+                result.content = response.body
+                result.contentTruncated = response.truncated
+            case .failure(let refusal):
+                // Refused by the network rules (or the host failed): nothing came back,
+                // and the label stays as it was.
+                result.performed = false
+                if refusal.kind == .denied { result.decision = .deny }
+                result.rule = refusal.rule
+                result.message = "\(refusal.kind == .denied ? "denied" : "failed"): \(refusal.rule.map { "\($0): " } ?? "")\(refusal.reason)"
+                result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
+                result.wallMilliseconds = Self.milliseconds(since: clock)
+                return result
+            }
         case .declassify:
             break
         }
@@ -216,6 +276,11 @@ public final class Session: @unchecked Sendable {
         currentLabel = after
         lastActivity = ContinuousClock.now
         stateLock.unlock()
+        labelCell.value = after
+        // A label that closes the network also ends the connections already open.
+        if let proxy, policyGuard.networkBlock(label: before) == nil, policyGuard.networkBlock(label: after) != nil {
+            proxy.dropConnections()
+        }
         result.labels = Label.allCases.filter(after.contains).map(\.rawValue)
         result.wallMilliseconds = Self.milliseconds(since: clock)
     }
@@ -251,6 +316,7 @@ public final class Session: @unchecked Sendable {
         if ended == nil { ended = reason }
         stateLock.broadcast()
         stateLock.unlock()
+        proxy?.shutdown()
         sandbox.close()
     }
 
@@ -287,6 +353,15 @@ public final class Session: @unchecked Sendable {
         }
         thread.name = "stockade-session-watchdog"
         thread.start()
+    }
+
+    /// The session's labels, for threads that must not take the session's locks.
+    final class LabelCell: Sendable {
+        private let state = Mutex(SessionLabel.initial)
+        var value: SessionLabel {
+            get { state.withLock { $0 } }
+            set { state.withLock { $0 = newValue } }
+        }
     }
 
     static func milliseconds(since start: ContinuousClock.Instant) -> UInt64 {

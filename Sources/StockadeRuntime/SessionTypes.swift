@@ -1,5 +1,6 @@
 import Foundation
 import StockadeCore
+import StockadeNetwork
 import StockadePolicy
 import StockadeSystem
 
@@ -21,14 +22,22 @@ public struct SessionOptions: Sendable {
     public var maxCapturedOutput: Int
     public var callerEnvironment: [String: String]
     public var currentDirectory: String
+    /// The egress proxy's resolver, extra trust roots and event sink (used when the
+    /// policy grants network access). Its environment is `callerEnvironment`.
+    public var egress: EgressConfiguration
+    /// Largest response body an `http` action returns (more is cut, and said so).
+    public var maxFetchBytes: Int
 
     public init(
         workspace: String? = nil, idleTimeout: Duration = .seconds(15 * 60), timeToLive: Duration = .seconds(4 * 3600),
         approver: (any Approver)? = nil, maxReadBytes: Int = 8 << 20, maxWriteBytes: Int = 8 << 20,
         maxCapturedOutput: Int = 1 << 20,
         callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
-        currentDirectory: String = FileManager.default.currentDirectoryPath
+        currentDirectory: String = FileManager.default.currentDirectoryPath,
+        egress: EgressConfiguration = EgressConfiguration(), maxFetchBytes: Int = 1 << 20
     ) {
+        self.egress = egress
+        self.maxFetchBytes = maxFetchBytes
         self.workspace = workspace
         self.idleTimeout = idleTimeout
         self.timeToLive = timeToLive
@@ -49,9 +58,21 @@ public enum SessionAction: Sendable {
     case readFile(String)
     case writeFile(String, content: [UInt8])
     case listFiles(String)
-    case http(method: String, url: String)
+    /// An HTTP request the supervisor makes for the agent, through the egress proxy's
+    /// rules (`http_fetch`).
+    case http(method: String, url: String, headers: [String: String] = [:], body: [UInt8] = [])
     /// Asks to lower a label through the policy's declassify rule of this id.
     case declassify(String)
+}
+
+/// A header of an `http` action's response.
+public struct HTTPHeader: Codable, Equatable, Sendable {
+    public var name: String
+    public var value: String
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
 }
 
 /// What one action did. A denial is a result too (`performed` false), with the rule
@@ -87,6 +108,10 @@ public struct ActionResult: Codable, Equatable, Sendable {
     public var contentTruncated = false
     public var bytesWritten: Int?
     public var entries: [WorkspaceFiles.Entry]?
+
+    // http (the body is in `content`)
+    public var httpStatus: Int?
+    public var httpHeaders: [HTTPHeader]?
 
     public var wallMilliseconds: UInt64 = 0
     /// The session's labels after the action.

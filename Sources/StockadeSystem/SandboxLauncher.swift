@@ -48,6 +48,10 @@ public struct LaunchedSandbox: Sendable {
     /// makes stockade-init tear the sandbox down). For a session, our end of the
     /// socket that carries the guest protocol.
     public let statusFD: Int32
+    /// The egress bridge's listener (127.0.0.1:`EgressBridge.port` inside the
+    /// sandbox's network namespace), for the supervisor's proxy to accept on; -1 when
+    /// the plan has no network.
+    public let egressListener: Int32
 }
 
 /// The parent side of starting a sandbox (the child side is CStockadeShim): clone,
@@ -71,6 +75,7 @@ public enum SandboxLauncher {
         let sync = try pipes.make()
         let failure = try pipes.make()
         let status = request.session ? try pipes.makeSocketPair() : try pipes.make()
+        let bridge = request.plan.network == .proxy ? try pipes.makeSocketPair() : nil
 
         // Root mode: the workspace is attached as an idmapped tree prepared here,
         // since only the supervisor holds CAP_SYS_ADMIN over the host file system.
@@ -139,6 +144,8 @@ public enum SandboxLauncher {
                         config.gid = request.plan.user.gid
                         config.privileged = request.identity.privileged ? 1 : 0
                         config.root_size_bytes = request.rootSizeBytes
+                        config.proxy_port = bridge == nil ? 0 : Int32(EgressBridge.port)
+                        config.proxy_channel_fd = bridge?.write ?? -1
                         return stockade_spawn(&config, &pidfd)
                     }
                 }
@@ -151,6 +158,7 @@ public enum SandboxLauncher {
         pipes.close(sync.read)
         pipes.close(failure.write)
         pipes.close(status.write)
+        if let bridge { pipes.close(bridge.write) }
 
         func abandon() {
             _ = stockade_pidfd_send_signal(pidfd, SIGKILL)
@@ -197,8 +205,17 @@ public enum SandboxLauncher {
             abandon()
             throw StockadeError(.startFailed, "failed to start the sandbox: its set-up was killed by signal \(signal) before it could report. This is a bug in stockade; please report it")
         }
+        // The bridge's listener was sent before the exec, so it is queued by now.
+        var listener: Int32 = -1
+        if let bridge {
+            listener = stockade_receive_fd(bridge.read)
+            if listener < 0 {
+                abandon()
+                throw StockadeError(.startFailed, "failed to start the sandbox: its egress bridge did not arrive (\(errnoText(-listener))). This is a bug in stockade; please report it")
+            }
+        }
         let statusRead = pipes.release(status.read)
-        return LaunchedSandbox(pid: pid, pidfd: pidfd, statusFD: statusRead)
+        return LaunchedSandbox(pid: pid, pidfd: pidfd, statusFD: statusRead, egressListener: listener)
     }
 
     private static func namespaceHint(_ error: Int32) -> String {

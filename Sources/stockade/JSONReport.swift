@@ -15,11 +15,26 @@ enum JSONReport {
             "stderr_truncated": result.stderrTruncated,
             "degraded": result.degraded,
             "created_protected": result.createdProtected,
+            "egress": result.egress.map(egressEvent),
         ]
         if let description = result.limitDescription { object["limit_description"] = description }
         add(result.stdout, key: "stdout", to: &object)
         add(result.stderr, key: "stderr", to: &object)
         return encode(object)
+    }
+
+    static func egressEvent(_ event: EgressEvent) -> [String: Any] {
+        var object: [String: Any] = [
+            "kind": event.kind.rawValue, "time": event.time, "host": event.host, "port": event.port, "method": event.method,
+            "allowed": event.allowed, "bytes_sent": Int(event.bytesSent), "bytes_received": Int(event.bytesReceived),
+            "ms": Int(event.milliseconds),
+        ]
+        if let target = event.target { object["target"] = target }
+        if let address = event.address { object["address"] = address }
+        if let rule = event.rule { object["rule"] = rule }
+        if let reason = event.reason { object["reason"] = reason }
+        if let status = event.status { object["status"] = status }
+        return object
     }
 
     static func error(_ error: StockadeError, exitCode: Int32) -> Data {

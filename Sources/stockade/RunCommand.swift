@@ -111,9 +111,6 @@ struct RunCommand: ParsableCommand {
                 StandardStreams.err("stockade: \(authorization.refusal)\n")
                 throw ExitCode(Stockade.ExitStatus.startFailed)
             }
-            if let network = effective.network, network.grantsAccess {
-                StandardStreams.err("stockade: note: this version does not enforce network allowlists yet; the sandbox has no network\n")
-            }
         }
         if dryRun {
             let encoder = JSONEncoder()
@@ -135,7 +132,8 @@ struct RunCommand: ParsableCommand {
             : .stream(standardOutput: STDOUT_FILENO, standardError: STDERR_FILENO)
         let result: RunResult
         do {
-            result = try Runner.run(plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true)
+            result = try Runner.run(
+                plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true, network: effective.network)
         } catch let error as StockadeError where json {
             StandardStreams.out(JSONReport.error(error, exitCode: Stockade.exitStatus(for: error)))
             StandardStreams.err("stockade: \(error.message)\n")
@@ -154,6 +152,12 @@ struct RunCommand: ParsableCommand {
                 StandardStreams.err("stockade: note: no usable cgroups here; memory and process limits fall back to rlimits (per process, not for the sandbox as a whole)\n")
             }
         }
+        // What the proxy refused is said where the user looks, not only in --json.
+        let refused = result.egress.filter { !$0.allowed && $0.rule != nil }
+        for event in refused.prefix(20) {
+            StandardStreams.err("stockade: network: refused \(event.method) \(event.host):\(event.port) by \(event.rule ?? "?"): \(event.reason ?? "")\n")
+        }
+        if refused.count > 20 { StandardStreams.err("stockade: network: \(refused.count - 20) more refusals (see --json)\n") }
         for name in result.createdProtected {
             StandardStreams.err("stockade: warning: the command created \(name) in the workspace, a protected file that runs code or configures tools outside the sandbox; review it before anything reads it\n")
         }

@@ -121,6 +121,13 @@ struct stockade_spawn_config {
     int privileged;
     /// Size of the tmpfs that becomes the sandbox root.
     uint64_t root_size_bytes;
+
+    /// The egress bridge: when `proxy_port` is not 0, the child opens a TCP listener on
+    /// 127.0.0.1:`proxy_port` inside the sandbox's network namespace, before anything
+    /// of the sandbox runs, and sends it over `proxy_channel_fd` (a unix socket) to the
+    /// supervisor, whose proxy then accepts on it. The child keeps no copy.
+    int proxy_port;
+    int proxy_channel_fd;
 };
 
 /// What a failed child reports before exiting.
@@ -136,6 +143,10 @@ struct stockade_child_error {
 /// snapshot of `config`, so the caller may free it once this returns. Needs Linux 5.12
 /// (clone3, openat2, the new mount API and mount_setattr).
 pid_t stockade_spawn(const struct stockade_spawn_config *_Nonnull config, int *_Nonnull pidfd);
+
+/// Receives one descriptor sent with SCM_RIGHTS on `socket` (without waiting).
+/// Returns it (close-on-exec), or -errno (-EAGAIN when none is queued).
+int stockade_receive_fd(int socket);
 
 /// Returns a user-namespace fd whose uid and gid maps are "inside outside 1" for each,
 /// for idmapped mounts, or -errno. Costs one short-lived child process.

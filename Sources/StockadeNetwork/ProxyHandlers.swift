@@ -1,0 +1,567 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import StockadeCore
+import StockadePolicy
+import Synchronization
+
+/// The event of one exchange, finished once (when its client connection closes).
+final class ExchangeRecord: Sendable {
+    private let state: Mutex<(event: EgressEvent, finished: Bool)>
+    private let started = DispatchTime.now()
+
+    init(_ event: EgressEvent) {
+        state = Mutex((event, false))
+    }
+
+    func update(_ change: (inout EgressEvent) -> Void) {
+        state.withLock { change(&$0.event) }
+    }
+
+    func finish(_ proxy: EgressProxy) {
+        let event: EgressEvent? = state.withLock { state in
+            guard !state.finished else { return nil }
+            state.finished = true
+            state.event.milliseconds = (DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1_000_000
+            return state.event
+        }
+        if let event { proxy.record(event) }
+    }
+}
+
+/// Headers that belong to one connection, not to the message: never forwarded.
+enum HopByHop {
+    static let names: Set<String> = [
+        "connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate", "te", "trailer",
+        "upgrade", "transfer-encoding", "expect",
+    ]
+
+    /// `headers` without the hop-by-hop ones and those the Connection header lists.
+    static func strip(_ headers: HTTPHeaders) -> HTTPHeaders {
+        var listed = names
+        for value in headers["connection"] {
+            for token in value.split(separator: ",") { listed.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+        }
+        var result = HTTPHeaders()
+        for (name, value) in headers where !listed.contains(name.lowercased()) { result.add(name: name, value: value) }
+        return result
+    }
+}
+
+/// The sandbox's side of a proxy connection: reads the request head, has it decided,
+/// then either answers with the refusal, relays one plain HTTP request, or turns the
+/// connection into a tunnel.
+final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let decoderName = "egress-request-decoder"
+    static let encoderName = "egress-response-encoder"
+
+    enum State { case idle, deciding, forwarding, done }
+
+    let proxy: EgressProxy
+    var state = State.idle
+    var pending: [HTTPClientRequestPart] = []
+    var upstream: (any Channel)?
+    var record: ExchangeRecord?
+    /// A read held back (while deciding, or while the upstream cannot take more).
+    var readPending = false
+
+    init(proxy: EgressProxy) {
+        self.proxy = proxy
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (state, unwrapInboundIn(data)) {
+        case (.idle, .head(let head)):
+            begin(context, head)
+        case (.deciding, .body(let buffer)):
+            pending.append(.body(.byteBuffer(buffer)))
+        case (.deciding, .end(let trailers)):
+            pending.append(.end(trailers))
+        case (.forwarding, .body(let buffer)):
+            guard let upstream else { return }
+            record?.update { $0.bytesSent += UInt64(buffer.readableBytes) }
+            guard proxy.charge(bytes: buffer.readableBytes) else { return overQuota(context) }
+            upstream.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+        case (.forwarding, .end(let trailers)):
+            upstream?.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+        default:
+            // A second request on this connection: the proxy answers one request per
+            // connection (it says Connection: close) and ignores the rest.
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        upstream?.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if state == .deciding || (upstream.map { !$0.isWritable } ?? false) {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// The upstream can take more of the request body.
+    func resumeReading(_ context: ChannelHandlerContext) {
+        guard readPending else { return }
+        readPending = false
+        context.read()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .done
+        upstream?.close(promise: nil)
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            record?.update { $0.reason = $0.reason ?? "closed after \(self.proxy.timeout.nanoseconds / 1_000_000) ms without traffic (network.timeout)" }
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if state == .idle, error is HTTPParserError {
+            state = .done
+            refuse(context, EgressRefusal(.badRequest, rule: nil, "the request could not be read as HTTP/1.1 (\(error))"))
+            return
+        }
+        context.close(promise: nil)
+    }
+
+    // MARK: deciding
+
+    private func begin(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
+        state = .deciding
+        let tunnel = head.method == .CONNECT
+        let method = head.method.rawValue
+        let target: EgressTarget
+        var requestTarget: String?
+        if tunnel {
+            guard let parsed = EgressTarget.authority(head.uri) else {
+                return refuse(context, EgressRefusal(.badRequest, rule: nil, "CONNECT needs host:port, got '\(head.uri.printableForMessages)'"))
+            }
+            target = parsed
+        } else {
+            if head.uri.lowercased().hasPrefix("https://") {
+                return refuse(context, EgressRefusal(.badRequest, rule: nil, "send HTTPS through a CONNECT tunnel (HTTPS_PROXY), not as a plain request"))
+            }
+            guard head.uri.lowercased().hasPrefix("http://"), let url = ParsedURL(head.uri), let parsed = EgressTarget.url(url) else {
+                return refuse(context, EgressRefusal(.badRequest, rule: nil, "this is a forward proxy: a request needs an absolute http:// URL, got '\(head.uri.printableForMessages)'"))
+            }
+            target = parsed
+            requestTarget = url.target
+        }
+        let record = ExchangeRecord(EgressEvent(
+            kind: tunnel ? .tunnel : .request, time: Date().timeIntervalSince1970, host: target.host, port: target.port,
+            method: method, target: requestTarget, allowed: false))
+        attach(record, to: context.channel)
+
+        let loop = context.eventLoop
+        let proxy = self.proxy
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let finalTarget = requestTarget
+        loop.makeFutureWithTask {
+            await proxy.admit(target, method: tunnel ? nil : method)
+        }.whenSuccess { result in
+            let (handler, context) = bound.value
+            guard handler.state == .deciding else { return }
+            switch result {
+            case .failure(let refusal):
+                handler.refuse(context, refusal)
+            case .success(let admission):
+                record.update {
+                    $0.address = admission.address.description
+                    $0.rule = admission.rule
+                }
+                if tunnel {
+                    handler.openTunnel(context, admission: admission, target: target)
+                } else {
+                    handler.forward(context, admission: admission, target: target, head: head, requestTarget: finalTarget ?? "/")
+                }
+            }
+        }
+    }
+
+    /// The exchange's event is recorded when the client's connection closes, whatever
+    /// the pipeline has become by then (a tunnel has no front handler left).
+    private func attach(_ record: ExchangeRecord, to channel: any Channel) {
+        self.record = record
+        let proxy = self.proxy
+        channel.closeFuture.whenComplete { _ in record.finish(proxy) }
+    }
+
+    /// Answers with the refusal and closes. Records it.
+    func refuse(_ context: ChannelHandlerContext, _ refusal: EgressRefusal) {
+        state = .done
+        if record == nil {
+            attach(ExchangeRecord(EgressEvent(kind: .request, time: Date().timeIntervalSince1970, host: "", port: 0, method: "", allowed: false)), to: context.channel)
+        }
+        record?.update {
+            $0.allowed = false
+            $0.rule = refusal.rule
+            $0.reason = refusal.reason
+            $0.status = refusal.status
+        }
+        let response = refusal.response()
+        context.write(wrapOutboundOut(.head(response.head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func overQuota(_ context: ChannelHandlerContext) {
+        record?.update {
+            $0.rule = "network.max_bytes"
+            $0.reason = self.proxy.quotaRefusal.reason
+        }
+        upstream?.close(promise: nil)
+        context.close(promise: nil)
+    }
+
+    // MARK: tunnels
+
+    private func openTunnel(_ context: ChannelHandlerContext, admission: EgressProxy.Admission, target: EgressTarget) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let proxy = self.proxy
+        proxy.connect(to: admission, port: target.port, on: context.eventLoop) { $0.eventLoop.makeSucceededVoidFuture() }
+            .whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .failure(let error):
+                    handler.refuse(context, proxy.connectRefusal(error, target, admission.address))
+                case .success(let upstream):
+                    guard handler.state == .deciding, context.channel.isActive else {
+                        upstream.close(promise: nil)
+                        return
+                    }
+                    handler.becomeTunnel(context, upstream: upstream)
+                }
+            }
+    }
+
+    /// Answers 200 and splices the two connections: from here on the bytes are the
+    /// client's and the host's (TLS, normally), counted against the quota.
+    private func becomeTunnel(_ context: ChannelHandlerContext, upstream: any Channel) {
+        guard let record else { return }
+        record.update { $0.allowed = true }
+        self.upstream = upstream
+        state = .forwarding
+        let (clientSide, hostSide) = RelayHandler.pair(proxy: proxy, record: record)
+        do {
+            try upstream.pipeline.syncOperations.addHandler(hostSide)
+            let pipeline = context.pipeline.syncOperations
+            try pipeline.addHandler(clientSide)
+            let channel = context.channel
+            _ = pipeline.removeHandler(name: Self.encoderName)
+            // The decoder goes last: bytes the client sent after its CONNECT head are
+            // forwarded to the relay as it leaves.
+            _ = pipeline.removeHandler(context: context)
+            _ = pipeline.removeHandler(name: Self.decoderName)
+            channel.writeAndFlush(ByteBuffer(string: "HTTP/1.1 200 Connection established\r\n\r\n"), promise: nil)
+            if readPending { channel.read() }
+        } catch {
+            upstream.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: plain HTTP
+
+    private func forward(_ context: ChannelHandlerContext, admission: EgressProxy.Admission, target: EgressTarget, head: HTTPRequestHead, requestTarget: String) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let proxy = self.proxy
+        let record = self.record!
+        let clientChannel = context.channel
+        if head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .continue))), promise: nil)
+        }
+        proxy.connect(to: admission, port: target.port, on: context.eventLoop) { channel in
+            do {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(UpstreamResponseHandler(proxy: proxy, record: record, client: clientChannel))
+                return channel.eventLoop.makeSucceededVoidFuture()
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }.whenComplete { result in
+            let (handler, context) = bound.value
+            switch result {
+            case .failure(let error):
+                handler.refuse(context, proxy.connectRefusal(error, target, admission.address))
+            case .success(let upstream):
+                guard handler.state == .deciding, context.channel.isActive else {
+                    upstream.close(promise: nil)
+                    return
+                }
+                record.update { $0.allowed = true }
+                handler.upstream = upstream
+                handler.state = .forwarding
+                var headers = HopByHop.strip(head.headers)
+                headers.remove(name: "host")
+                let defaultPort = target.port == 80
+                headers.add(name: "Host", value: defaultPort ? (target.display.hasPrefix("[") ? "[\(target.host)]" : target.host) : target.display)
+                for (name, value) in proxy.injectedHeaders(for: admission.grant) {
+                    headers.remove(name: name)
+                    headers.add(name: name, value: value)
+                }
+                if head.headers["transfer-encoding"].contains(where: { $0.lowercased().contains("chunked") }) {
+                    headers.add(name: "Transfer-Encoding", value: "chunked")
+                }
+                headers.add(name: "Connection", value: "close")
+                upstream.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: head.method, uri: requestTarget, headers: headers)), promise: nil)
+                for part in handler.pending {
+                    if case .body(.byteBuffer(let buffer)) = part {
+                        record.update { $0.bytesSent += UInt64(buffer.readableBytes) }
+                        guard proxy.charge(bytes: buffer.readableBytes) else { return handler.overQuota(context) }
+                    }
+                    upstream.write(part, promise: nil)
+                }
+                handler.pending = []
+                upstream.flush()
+                handler.resumeReading(context)
+            }
+        }
+    }
+}
+
+/// The host's side of a relayed plain HTTP request: passes the response back to the
+/// client, re-framed, with `Connection: close`, and closes both afterwards.
+final class UpstreamResponseHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let proxy: EgressProxy
+    let record: ExchangeRecord
+    let client: any Channel
+    var headSent = false
+    var ended = false
+    var readPending = false
+
+    init(proxy: EgressProxy, record: ExchangeRecord, client: any Channel) {
+        self.proxy = proxy
+        self.record = record
+        self.client = client
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // The client's writability decides when to read more from the host.
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        try? client.pipeline.syncOperations.addHandler(WritabilityRelay {
+            let (handler, context) = bound.value
+            if handler.readPending && handler.client.isWritable {
+                handler.readPending = false
+                context.read()
+            }
+        })
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            if head.status.code < 200 { return }  // 100 Continue was answered by the proxy
+            record.update { $0.status = Int(head.status.code) }
+            var headers = HopByHop.strip(head.headers)
+            headers.add(name: "Connection", value: "close")
+            headSent = true
+            client.write(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: head.status, headers: headers)), promise: nil)
+        case .body(let buffer):
+            record.update { $0.bytesReceived += UInt64(buffer.readableBytes) }
+            guard proxy.charge(bytes: buffer.readableBytes) else {
+                record.update {
+                    $0.rule = "network.max_bytes"
+                    $0.reason = self.proxy.quotaRefusal.reason
+                }
+                context.close(promise: nil)
+                client.close(promise: nil)
+                return
+            }
+            client.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+        case .end(let trailers):
+            ended = true
+            let client = self.client
+            client.writeAndFlush(HTTPServerResponsePart.end(trailers)).whenComplete { _ in client.close(promise: nil) }
+            context.close(promise: nil)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        client.flush()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if client.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The host can take more of the request body.
+        if context.channel.isWritable {
+            // Both channels live on one event loop (the proxy connects on the client's).
+            if let handler = try? client.pipeline.syncOperations.handler(type: ProxyFrontHandler.self),
+               let frontContext = try? client.pipeline.syncOperations.context(handlerType: ProxyFrontHandler.self) {
+                handler.resumeReading(frontContext)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if !ended {
+            if !headSent {
+                let refusal = EgressRefusal(.unreachable, rule: nil, "the host closed the connection without answering")
+                let response = refusal.response()
+                record.update { $0.reason = refusal.reason }
+                client.write(HTTPServerResponsePart.head(response.head), promise: nil)
+                client.write(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: response.body))), promise: nil)
+                let client = self.client
+                client.writeAndFlush(HTTPServerResponsePart.end(nil)).whenComplete { _ in client.close(promise: nil) }
+            } else {
+                client.close(promise: nil)
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            record.update { $0.reason = $0.reason ?? "the host sent nothing for \(self.proxy.timeout.nanoseconds / 1_000_000) ms (network.timeout)" }
+            context.close(promise: nil)
+            client.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        record.update { $0.reason = $0.reason ?? "the host's response broke off: \(error)" }
+        context.close(promise: nil)
+    }
+}
+
+/// Calls back when its channel becomes writable again.
+final class WritabilityRelay: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Any
+    let onWritable: () -> Void
+
+    init(_ onWritable: @escaping () -> Void) {
+        self.onWritable = onWritable
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { onWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+}
+
+/// One end of a tunnel: what it reads goes to its partner's channel, as fast as the
+/// partner can write it (reads wait while the partner's buffer is full). Closing one
+/// end closes the other.
+final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let proxy: EgressProxy
+    let record: ExchangeRecord
+    /// True on the client's side: what it reads is sent (upload).
+    let clientSide: Bool
+    var partner: RelayHandler?
+    var context: ChannelHandlerContext?
+    var readPending = false
+
+    init(proxy: EgressProxy, record: ExchangeRecord, clientSide: Bool) {
+        self.proxy = proxy
+        self.record = record
+        self.clientSide = clientSide
+    }
+
+    static func pair(proxy: EgressProxy, record: ExchangeRecord) -> (client: RelayHandler, host: RelayHandler) {
+        let client = RelayHandler(proxy: proxy, record: record, clientSide: true)
+        let host = RelayHandler(proxy: proxy, record: record, clientSide: false)
+        client.partner = host
+        host.partner = client
+        return (client, host)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let count = UInt64(buffer.readableBytes)
+        let clientSide = self.clientSide
+        record.update { if clientSide { $0.bytesSent += count } else { $0.bytesReceived += count } }
+        guard proxy.charge(bytes: buffer.readableBytes) else {
+            record.update {
+                $0.rule = "network.max_bytes"
+                $0.reason = self.proxy.quotaRefusal.reason
+            }
+            partner?.context?.close(promise: nil)
+            context.close(promise: nil)
+            return
+        }
+        partner?.context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.context?.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let partnerContext = partner?.context {
+            partnerContext.flush()
+            partnerContext.close(promise: nil)
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let partner, partner.readPending, let partnerContext = partner.context {
+            partner.readPending = false
+            partnerContext.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let partnerContext = partner?.context, !partnerContext.channel.isWritable {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            record.update { $0.reason = $0.reason ?? "closed after \(self.proxy.timeout.nanoseconds / 1_000_000) ms without traffic (network.timeout)" }
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
