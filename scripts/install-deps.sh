@@ -2,11 +2,12 @@
 # Installs what building and testing stockade needs and is missing. System packages
 # come from apt, and only when running as root; otherwise the missing ones are listed.
 #   scripts/install-deps.sh          build and test dependencies (libcurl: the MCP
-#                                    server links Foundation's networking)
+#                                    server links Foundation's networking; curl,
+#                                    openssl and iproute2: the egress tests)
 #   scripts/install-deps.sh --bench  also the tools the benchmark compares against
 set -eu
 
-packages="libseccomp-dev libcurl4-openssl-dev gcc musl-tools make git python3 python3-venv util-linux passwd"
+packages="libseccomp-dev libcurl4-openssl-dev gcc musl-tools make git python3 python3-venv util-linux passwd curl openssl ca-certificates iproute2"
 if [ "${1:-}" = "--bench" ]; then
     packages="$packages hyperfine bubblewrap firejail time"
 fi

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -166,6 +168,54 @@ async def http_checks(workspace, policy):
         server.wait()
 
 
+class Hello(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = f"hello from {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+async def network_checks(workspace, config):
+    """http_fetch and a command's curl, both through the egress proxy, to a server
+    on the host's loopback that the policy lists by address."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    policy = os.path.join(config, "networked.yaml")
+    with open(policy, "w") as handle:
+        handle.write(
+            "version: 1\n"
+            f"network: {{mode: allowlist, allow: [{{host: 127.0.0.1, ports: [{port}]}}]}}\n"
+            "rules:\n"
+            "  - {id: fetch-local, tool: http, where: {host: 127.0.0.1}, decision: allow}\n")
+    params = StdioServerParameters(command=STOCKADE, args=["mcp", "--workspace", workspace, "--policy", policy])
+    try:
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+                check("http_fetch" in tools and tools["http_fetch"].annotations.open_world_hint is True,
+                      "a networked policy lists http_fetch")
+                result = await session.call_tool("http_fetch", {"url": f"http://127.0.0.1:{port}/page"})
+                check(not result.is_error and "HTTP 200" in text(result) and "hello from /page" in text(result),
+                      "http_fetch reaches an allowed host")
+                result = await session.call_tool("http_fetch", {"url": f"http://127.0.0.1:{port + 1}/"})
+                check(result.is_error and "network.allow" in text(result), "http_fetch to a port the policy does not grant is refused, naming the rule")
+                result = await session.call_tool("http_fetch", {"url": "http://169.254.169.254/latest/meta-data/"})
+                check(result.is_error, "http_fetch to the metadata address is refused")
+                result = await session.call_tool("run_command", {"command": f"curl -sS --noproxy '' http://127.0.0.1:{port}/from-inside"})
+                check(not result.is_error and "hello from /from-inside" in text(result), "a command's curl goes out through the proxy")
+                result = await session.call_tool("run_command", {"command": "curl -sS http://example.com/"})
+                check("refused by network.allow" in text(result), "a command's request to another host gets the proxy's refusal")
+    finally:
+        server.shutdown()
+
+
 def main():
     with tempfile.TemporaryDirectory() as workspace, tempfile.TemporaryDirectory() as config:
         with open(os.path.join(workspace, ".env"), "w") as handle:
@@ -180,6 +230,7 @@ def main():
         asyncio.run(session_checks(workspace, policy))
         killed_supervisor(workspace, policy)
         asyncio.run(http_checks(workspace, policy))
+        asyncio.run(network_checks(workspace, config))
     print("all MCP end-to-end checks passed")
 
 

@@ -11,7 +11,9 @@ public enum PolicyProfile: String, Codable, CaseIterable, Sendable, CustomString
 
     public var description: String { rawValue }
 
-    /// The hosts `networked` grants: package indexes and their file hosts, for reading.
+    /// The hosts `networked` grants: package indexes and their file hosts, for reading
+    /// (GET and HEAD over plain HTTP, and HTTPS tunnels, inside which the proxy cannot
+    /// see the method).
     public static let registryHosts = [
         "pypi.org", "files.pythonhosted.org", "registry.npmjs.org", "crates.io", "index.crates.io",
         "static.crates.io", "proxy.golang.org", "sum.golang.org",
@@ -31,7 +33,7 @@ public enum PolicyProfile: String, Codable, CaseIterable, Sendable, CustomString
             return PolicyDocument(
                 workspaceReadOnly: false,
                 network: NetworkPolicy(
-                    mode: .allowlist, allow: Self.registryHosts.map { NetworkPolicy.HostGrant(host: $0, methods: ["GET", "HEAD"]) }),
+                    mode: .allowlist, allow: Self.registryHosts.map { NetworkPolicy.HostGrant(host: $0, methods: ["GET", "HEAD", "CONNECT"]) }),
                 rules: [exec, read, write, Rule(id: "allow-http", tools: [.http], conditions: Conditions(hosts: Self.registryHosts, methods: ["GET", "HEAD"]), decision: .allow)],
                 labels: LabelPolicy(sources: [LabelSource(tools: [.http], raises: .untrusted)])
             )

@@ -15,7 +15,7 @@ public enum StockadeMCP {
     /// The tools, with their input schemas and honest annotations for this policy.
     public static func tools(for policy: PolicyDocument) -> [MCP.Tool] {
         let networked = policy.resolved().network?.grantsAccess ?? false
-        return [
+        var tools = [
             MCP.Tool(
                 name: "run_command",
                 description: """
@@ -71,6 +71,30 @@ public enum StockadeMCP {
                 annotations: .init(title: "List a workspace directory", readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false)
             ),
         ]
+        // Only where the policy grants hosts: a tool that could only ever be refused
+        // would be noise to the model.
+        if networked {
+            tools.append(MCP.Tool(
+                name: "http_fetch",
+                description: """
+                    Make an HTTP request to a host the policy allows, from outside the sandbox (nothing of it runs inside). \
+                    Redirects are not followed: a 3xx comes back with its Location. Bodies longer than 1 MiB are cut; binary bodies come back base64-encoded.
+                    """,
+                inputSchema: .object([
+                    "type": "object",
+                    "properties": .object([
+                        "url": .object(["type": "string", "description": "An absolute http or https URL."]),
+                        "method": .object(["type": "string", "description": "The method (default GET)."]),
+                        "headers": .object(["type": "object", "additionalProperties": .object(["type": "string"]), "description": "Request headers."]),
+                        "body": .object(["type": "string", "description": "The request body, as text."]),
+                    ]),
+                    "required": .array(["url"]),
+                    "additionalProperties": false,
+                ]),
+                annotations: .init(title: "Fetch a URL", readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true)
+            ))
+        }
+        return tools
     }
 
     /// Serves MCP on stdin and stdout until the client goes away, with one session for
@@ -121,7 +145,7 @@ public enum StockadeMCP {
         func string(_ key: String) -> String? { arguments[key]?.stringValue }
         let known: [String: Set<String>] = [
             "run_command": ["argv", "command", "cwd"], "read_file": ["path"], "write_file": ["path", "content", "encoding"],
-            "list_files": ["path"],
+            "list_files": ["path"], "http_fetch": ["url", "method", "headers", "body"],
         ]
         guard let allowed = known[name] else {
             throw StockadeError(.invalidArgument, "unknown tool '\(name)'; the tools are \(known.keys.sorted().joined(separator: ", "))")
@@ -160,6 +184,19 @@ public enum StockadeMCP {
             default:
                 throw StockadeError(.invalidArgument, "write_file: encoding must be utf8 or base64")
             }
+        case "http_fetch":
+            guard let url = string("url") else { throw StockadeError(.invalidArgument, "http_fetch needs a url") }
+            var headers: [String: String] = [:]
+            if let given = arguments["headers"] {
+                guard let object = given.objectValue else {
+                    throw StockadeError(.invalidArgument, "http_fetch: headers must be an object of strings, as in {\"Accept\": \"text/html\"}")
+                }
+                for (name, value) in object {
+                    guard let text = value.stringValue else { throw StockadeError(.invalidArgument, "http_fetch: the header \(name) must be a string") }
+                    headers[name] = text
+                }
+            }
+            return .http(method: (string("method") ?? "GET").uppercased(), url: url, headers: headers, body: Array((string("body") ?? "").utf8))
         default:
             return .listFiles(string("path") ?? ".")
         }
@@ -181,6 +218,20 @@ public enum StockadeMCP {
             structured["stdout"] = .string(stdout)
             structured["stderr"] = .string(stderr)
             if let limit = result.limit { structured["limit"] = .string(limit.rawValue) }
+        } else if let status = result.httpStatus {
+            let headers = result.httpHeaders ?? []
+            text = "HTTP \(status)\n" + headers.map { "\($0.name): \($0.value)" }.joined(separator: "\n") + "\n\n"
+            let body = result.content ?? []
+            if let utf8 = String(validating: body, as: UTF8.self) {
+                text += utf8.count > maximumText ? String(utf8.prefix(maximumText)) + "\n[cut at \(maximumText) characters]" : utf8
+                structured["encoding"] = .string("utf8")
+            } else {
+                text += Data(body).base64EncodedString()
+                structured["encoding"] = .string("base64")
+            }
+            if result.contentTruncated { text += "\n[the body is longer; only its first \(body.count) bytes were kept]" }
+            structured["status"] = .int(status)
+            structured["headers"] = .object(Dictionary(headers.map { ($0.name.lowercased(), Value.string($0.value)) }, uniquingKeysWith: { first, second in .string((first.stringValue ?? "") + ", " + (second.stringValue ?? "")) }))
         } else if let content = result.content {
             if let utf8 = String(validating: content, as: UTF8.self) {
                 text = utf8.count > maximumText ? String(utf8.prefix(maximumText)) + "\n[cut at \(maximumText) characters]" : utf8

@@ -121,15 +121,21 @@ extension SandboxSuite.Functional {
         #expect(replaced.stdout == "no-ls\n/usr/bin/cat\n", "\(replaced.stdout) \(replaced.stderr)")
     }
 
-    @Test("an allowlist this version cannot enforce runs with no network, and says so")
-    func allowlistNotEnforced() throws {
+    @Test("an allowlist runs with loopback and the proxy's bridge only, and the CLI names what the proxy refused")
+    func allowlistThroughProxy() throws {
         let directory = try Harness.temporaryDirectory("policy")
         defer { Harness.remove(directory) }
         try Harness.write("version: 1\nextends: networked\n", to: directory + "/policy.yaml")
-        let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "/bin/sh", "-c", "cat /proc/net/dev | grep -c :"])
+        let out = try Harness.stockade(["run", "--policy", directory + "/policy.yaml", "--", "/bin/sh", "-c", """
+            grep -c : /proc/net/dev; env | grep -c '^HTTPS_PROXY=http://127.0.0.1:3128$'; \
+            curl -s -o /dev/null -w '%{http_code}\\n' http://example.com/
+            """])
         #expect(out.status == 0, "\(out.stderr)")
-        #expect(out.stdout == "1\n", "only loopback: \(out.stdout)")
-        #expect(out.stderr.contains("does not enforce network allowlists yet; the sandbox has no network"))
+        #expect(out.stdout == "1\n1\n403\n", "\(out.stdout)")
+        #expect(out.stderr.contains("stockade: network: refused GET example.com:80 by network.allow: no entry of network.allow names example.com"), "\(out.stderr)")
+        let json = try Harness.stockade(["run", "--json", "--policy", directory + "/policy.yaml", "--", "curl", "-s", "http://example.com/"])
+        let events = json.json["egress"] as? [[String: Any]] ?? []
+        #expect(events.count == 1 && events[0]["allowed"] as? Bool == false && events[0]["rule"] as? String == "network.allow", "\(json.stdout)")
     }
 
     @Test("--dry-run shows the decision and starts nothing, not even an approver")
