@@ -9,8 +9,11 @@ so the sandbox's start-up is not part of any figure:
   - direct: the script on the host, straight to the server;
   - proxy: the script in `stockade run`, through the bridge (plain HTTP, relayed);
   - tunnel: the same through a CONNECT tunnel (what HTTPS uses; the bytes are relayed
-    without being parsed).
+    without being parsed);
+  - tinyproxy: a small forwarding proxy users might otherwise put in front of an
+    agent (no sandbox, no address checks), run on the host, both ways, as a peer.
 """
+import shutil
 import json
 import os
 import socket
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STOCKADE = sys.argv[1]
@@ -28,13 +32,13 @@ SIZE = 100 << 20
 
 CLIENT = r'''
 import json, socket, sys, time
-mode, host, port, size, runs, requests = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+mode, host, port, size, runs, requests, proxy = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 target = "%s:%d" % (host, port)
 
 def connect():
     if mode == "direct":
         return socket.create_connection((host, port))
-    return socket.create_connection(("127.0.0.1", 3128))
+    return socket.create_connection(("127.0.0.1", proxy))
 
 def request(path):
     s = connect()
@@ -43,7 +47,7 @@ def request(path):
         answer = b""
         while b"\r\n\r\n" not in answer:
             answer += s.recv(4096)
-        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert answer.split(b" ")[1] == b"200", answer
         line = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, target)
     elif mode == "proxy":
         line = "GET http://%s%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (target, path, target)
@@ -119,15 +123,44 @@ def main():
         with open(policy, "w") as handle:
             handle.write("version: 1\nnetwork: {mode: allowlist, allow: [{host: 127.0.0.1, ports: [%d]}]}\n" % port)
         arguments = ["127.0.0.1", str(port), str(SIZE), str(RUNS), str(REQUESTS)]
-        results = {}
-        direct = subprocess.run([sys.executable, os.path.join(workspace, "client.py"), "direct"] + arguments,
-                                check=True, capture_output=True, text=True)
-        results["direct"] = json.loads(direct.stdout)
+        client = os.path.join(workspace, "client.py")
+
+        def host_client(mode, proxy_port=0):
+            done = subprocess.run([sys.executable, client, mode] + arguments + [str(proxy_port)],
+                                  check=True, capture_output=True, text=True)
+            return json.loads(done.stdout)
+
+        results = {"direct": host_client("direct")}
         for mode in ("proxy", "tunnel"):
             run = subprocess.run([STOCKADE, "run", "--policy", policy, "--workspace", workspace, "--timeout", "10m", "--",
-                                  "python3", "/workspace/client.py", mode] + arguments,
-                                 check=True, capture_output=True, text=True)
-            results[mode] = json.loads(run.stdout)
+                                  "python3", "/workspace/client.py", mode] + arguments + ["3128"],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                sys.exit(f"stockade {mode} run failed ({run.returncode}): {run.stderr}")
+            results["stockade_" + mode] = json.loads(run.stdout)
+        tinyproxy = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+        if tinyproxy:
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            proxy_port = probe.getsockname()[1]
+            probe.close()
+            config = os.path.join(directory, "tinyproxy.conf")
+            with open(config, "w") as handle:
+                handle.write(f"Port {proxy_port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 100\nLogLevel Critical\n"
+                             f"Allow 127.0.0.1\nConnectPort {port}\nDisableViaHeader Yes\n")
+            peer = subprocess.Popen([tinyproxy, "-d", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                for _ in range(100):
+                    try:
+                        socket.create_connection(("127.0.0.1", proxy_port)).close()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+                for mode in ("proxy", "tunnel"):
+                    results["tinyproxy_" + mode] = host_client(mode, proxy_port)
+            finally:
+                peer.terminate()
+                peer.wait()
         server.shutdown()
 
     summary = {"size_bytes": SIZE, "runs": RUNS, "requests": REQUESTS}

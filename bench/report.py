@@ -93,6 +93,29 @@ print("|---|---:|")
 print(f"| `subprocess.run(['/bin/true'])` | {mcp['subprocess_ms']:.3f} |")
 print(f"| MCP `run_command` through `stockade mcp` | {mcp['mcp_call_ms']:.3f} |")
 print()
+with open(os.path.join(out, "egress.json")) as handle:
+    egress = json.load(handle)
+direct = egress["direct"]
+print("### Egress proxy")
+print()
+print(f"A {egress['size_bytes'] >> 20} MiB download (median of {egress['runs']}) and a 100-byte GET "
+      f"(median of {egress['requests']}, a new connection each), from a Python client that times itself: "
+      "directly on the host, from a sandbox through stockade's proxy (plain HTTP relayed, or a CONNECT "
+      "tunnel as HTTPS uses), and on the host through tinyproxy. All on loopback.")
+print()
+print("| path | throughput (MiB/s) | vs direct | request median (ms) | added (ms) | p90 (ms) |")
+print("|---|---:|---:|---:|---:|---:|")
+names = {
+    "direct": "direct", "stockade_proxy": "stockade, plain HTTP", "stockade_tunnel": "stockade, CONNECT tunnel",
+    "tinyproxy_proxy": "tinyproxy, plain HTTP", "tinyproxy_tunnel": "tinyproxy, CONNECT tunnel",
+}
+for key, label in names.items():
+    if key not in egress:
+        continue
+    row = egress[key]
+    print(f"| {label} | {row['throughput_mib_s']:.0f} | {row['throughput_mib_s'] / direct['throughput_mib_s']:.2f} | "
+          f"{row['request_median_ms']:.3f} | {row['request_median_ms'] - direct['request_median_ms']:.3f} | {row['request_p90_ms']:.3f} |")
+print()
 print("### Peak memory (max RSS) running `/bin/true`")
 print()
 print("| runner | KiB |")

@@ -51,6 +51,10 @@ cd - >/dev/null
 # MCP: a run_command call through the official Python SDK, beside a direct subprocess.
 .build/mcp-venv/bin/python bench/mcp_roundtrip.py "$STOCKADE" "${MCP_RUNS:-200}" >"$OUT/mcp.json"
 
+# The egress proxy: a 100 MiB download and small requests through it, beside direct
+# and beside tinyproxy (the client times itself; no sandbox start-up in the figures).
+python3 bench/egress.py "$STOCKADE" "${EGRESS_RUNS:-5}" "${EGRESS_REQUESTS:-300}" >"$OUT/egress.json"
+
 # Peak memory (max RSS) of stockade itself running /bin/true.
 peak_kib=$(/usr/bin/time -f '%M' $STOCKADE run -- /bin/true 2>&1 >/dev/null | tail -1)
 bwrap_kib=$(/usr/bin/time -f '%M' $BWRAP /bin/true 2>&1 >/dev/null | tail -1)

@@ -9,7 +9,7 @@ set -eu
 
 packages="libseccomp-dev libcurl4-openssl-dev gcc musl-tools make git python3 python3-venv util-linux passwd curl openssl ca-certificates iproute2"
 if [ "${1:-}" = "--bench" ]; then
-    packages="$packages hyperfine bubblewrap firejail time"
+    packages="$packages hyperfine bubblewrap firejail time tinyproxy"
 fi
 
 missing=""

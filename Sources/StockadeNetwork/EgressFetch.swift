@@ -190,6 +190,10 @@ final class FetchCollector: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 

@@ -96,8 +96,13 @@ public final class EgressProxy: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.autoRead, value: true)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
-                track(channel)
+                guard track(channel) else {
+                    // Over the connection limit: the sandbox cannot exhaust the
+                    // supervisor's descriptors (other sandboxes share them).
+                    return channel.close()
+                }
                 do {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: timeout))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: ProxyFrontHandler.decoderName)
@@ -158,20 +163,27 @@ public final class EgressProxy: Sendable {
 
     // MARK: shared by the handlers and fetch
 
-    func track(_ channel: any Channel) {
+    /// Most open connections of one sandbox, both sides counted.
+    static let connectionLimit = 1024
+
+    /// Tracks `channel` for `shutdown()`; false (and the channel closed) when the proxy
+    /// is shut down or the sandbox has too many connections open.
+    @discardableResult
+    func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
-        let closed = state.withLock { state -> Bool in
-            if state.closed { return true }
+        let accepted = state.withLock { state -> Bool in
+            if state.closed || state.channels.count >= Self.connectionLimit { return false }
             state.channels[id] = channel
-            return false
+            return true
         }
-        if closed {
+        guard accepted else {
             channel.close(promise: nil)
-            return
+            return false
         }
         channel.closeFuture.whenComplete { [self] _ in
             _ = state.withLock { $0.channels.removeValue(forKey: id) }
         }
+        return true
     }
 
     func record(_ event: EgressEvent) {
@@ -257,9 +269,11 @@ public final class EgressProxy: Sendable {
         }
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { [self] channel in
-                track(channel)
+                guard track(channel) else {
+                    return channel.eventLoop.makeFailedFuture(EgressRefusal(.denied, rule: nil, "the sandbox has \(Self.connectionLimit) connections open through the proxy; close some first"))
+                }
                 do {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: timeout))
                 } catch {
@@ -271,6 +285,7 @@ public final class EgressProxy: Sendable {
     }
 
     func connectRefusal(_ error: any Error, _ target: EgressTarget, _ address: IPAddress) -> EgressRefusal {
+        if let refusal = error as? EgressRefusal { return refusal }
         if case ChannelError.connectTimeout = error {
             return EgressRefusal(.timedOut, rule: "network.timeout", "connecting to \(target.display) (\(address)) took longer than \(rules.policy.timeoutMilliseconds.map(Quantity.formatMilliseconds) ?? Quantity.formatMilliseconds(Self.defaultTimeoutMilliseconds)) (network.timeout)")
         }

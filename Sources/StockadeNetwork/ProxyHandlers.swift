@@ -68,6 +68,8 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var record: ExchangeRecord?
     /// A read held back (while deciding, or while the upstream cannot take more).
     var readPending = false
+    /// The client shut its sending side (passed on to a tunnel once it is open).
+    var clientInputClosed = false
 
     init(proxy: EgressProxy) {
         self.proxy = proxy
@@ -125,6 +127,13 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if event is IdleStateHandler.IdleStateEvent {
             record?.update { $0.reason = $0.reason ?? "closed after \(self.proxy.timeout.nanoseconds / 1_000_000) ms without traffic (network.timeout)" }
             context.close(promise: nil)
+            return
+        }
+        // A client that shut its sending side: before a request there is nothing to
+        // answer; after one, the answer still goes out (and closes the connection).
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            clientInputClosed = true
+            if state == .idle { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -267,9 +276,20 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // The decoder goes last: bytes the client sent after its CONNECT head are
             // forwarded to the relay as it leaves.
             _ = pipeline.removeHandler(context: context)
-            _ = pipeline.removeHandler(name: Self.decoderName)
             channel.writeAndFlush(ByteBuffer(string: "HTTP/1.1 200 Connection established\r\n\r\n"), promise: nil)
-            if readPending { channel.read() }
+            // The decoder leaves on a later tick of the loop, forwarding the bytes that
+            // came after the CONNECT head; they come without a read completing, so
+            // flush them, and only then pass on a half-closure that came meanwhile.
+            let bound = NIOLoopBound((self, clientSide), eventLoop: context.eventLoop)
+            pipeline.removeHandler(name: Self.decoderName).whenComplete { _ in
+                let (handler, clientSide) = bound.value
+                upstream.flush()
+                if handler.clientInputClosed {
+                    clientSide.inputDidClose()
+                } else if handler.readPending {
+                    channel.read()
+                }
+            }
         } catch {
             upstream.close(promise: nil)
             context.close(promise: nil)
@@ -444,6 +464,11 @@ final class UpstreamResponseHandler: ChannelDuplexHandler {
             client.close(promise: nil)
             return
         }
+        // The host is done sending; whatever the decoder made of it has come through.
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -528,12 +553,38 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         partner?.context?.flush()
     }
 
+    /// This side is gone: the partner sends what it still holds, then closes. (NIO's
+    /// close drops writes not yet flushed to the socket; the tail of a download would
+    /// be lost.)
     func channelInactive(context: ChannelHandlerContext) {
-        if let partnerContext = partner?.context {
-            partnerContext.flush()
-            partnerContext.close(promise: nil)
-        }
+        partner?.finish(closing: .all)
         context.fireChannelInactive()
+    }
+
+    /// Half-closure passes through: a client that shuts its sending side after its
+    /// request still gets the whole answer.
+    private var inputClosed = false
+    private var outputClosed = false
+
+    /// This side will send nothing more: the partner's output closes once it has sent
+    /// what it holds; with both directions done, the connection closes.
+    func inputDidClose() {
+        inputClosed = true
+        partner?.finish(closing: .output)
+        if outputClosed { context?.close(promise: nil) }
+    }
+
+    func finish(closing mode: CloseMode) {
+        guard let context else { return }
+        let channel = context.channel
+        if mode == .output {
+            guard !outputClosed else { return }
+            outputClosed = true
+        }
+        let closeAll = mode == .all || inputClosed
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer())).whenComplete { _ in
+            channel.close(mode: closeAll ? .all : .output, promise: nil)
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -556,6 +607,10 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if event is IdleStateHandler.IdleStateEvent {
             record.update { $0.reason = $0.reason ?? "closed after \(self.proxy.timeout.nanoseconds / 1_000_000) ms without traffic (network.timeout)" }
             context.close(promise: nil)
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputDidClose()
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -124,8 +124,13 @@ final class EgressFixture: @unchecked Sendable {
         return (proxy, Int(UInt16(bigEndian: address.sin_port)))
     }
 
-    /// Sends `request` (raw bytes) to the proxy at `port` and returns all it answers.
+    /// Sends `request` (raw bytes) to the proxy at `port` and returns all it answers
+    /// (up to a tunnel's 200, unless `readAll`).
     static func raw(_ request: String, port: Int) throws -> String {
+        String(decoding: try raw(request, port: port, readAll: false), as: UTF8.self)
+    }
+
+    static func raw(_ request: String, port: Int, readAll: Bool) throws -> [UInt8] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -145,9 +150,47 @@ final class EgressFixture: @unchecked Sendable {
             if got <= 0 { break }
             answer += buffer[0..<got]
             // A tunnel stays open: its 200 is all there is to read here.
-            if String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200 Connection established\r\n\r\n") { break }
+            if !readAll && String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200 Connection established\r\n\r\n") { break }
         }
-        return String(decoding: answer, as: UTF8.self)
+        return answer
+    }
+}
+
+extension EgressFixture {
+    /// Sends `request` to the proxy at `port` (after `connect`, a CONNECT head whose
+    /// answer is awaited first, when given), shuts the sending side (half-closes), and
+    /// reads until the proxy closes: every byte it answered.
+    static func halfClosed(_ request: String, connect tunnel: String? = nil, port: Int) throws -> [UInt8] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else { throw StockadeError(.startFailed, "cannot reach the proxy: \(errno)") }
+        var timeout = timeval(tv_sec: 20, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var answer = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        if let tunnel {
+            let head = Array(tunnel.utf8)
+            _ = head.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            while !String(decoding: answer, as: UTF8.self).contains("\r\n\r\n") {
+                let got = recv(fd, &buffer, buffer.count, 0)
+                if got <= 0 { return answer }
+                answer += buffer[0..<got]
+            }
+        }
+        let bytes = Array(request.utf8)
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        shutdown(fd, Int32(SHUT_WR))
+        while true {
+            let got = recv(fd, &buffer, buffer.count, 0)
+            if got <= 0 { break }
+            answer += buffer[0..<got]
+        }
+        return answer
     }
 }
 
