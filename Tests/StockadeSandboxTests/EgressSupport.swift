@@ -163,6 +163,10 @@ extension EgressFixture {
     static func halfClosed(_ request: String, connect tunnel: String? = nil, port: Int) throws -> [UInt8] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
+        // A slow reader with a small window: the proxy still holds data for it when the
+        // host has sent everything and closed.
+        var window: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &window, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -185,6 +189,7 @@ extension EgressFixture {
         let bytes = Array(request.utf8)
         _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         shutdown(fd, Int32(SHUT_WR))
+        usleep(300_000)
         while true {
             let got = recv(fd, &buffer, buffer.count, 0)
             if got <= 0 { break }

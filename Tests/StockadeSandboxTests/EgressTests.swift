@@ -84,6 +84,7 @@ extension SandboxSuite {
             #expect(tunnel.stderr.contains("403"))
             // Nothing about other.test ever reached a resolver (no DNS exfiltration).
             #expect(!resolver.names.contains("other.test"), "\(resolver.names)")
+            proxy.shutdown()  // every exchange recorded
             let events = proxy.events.filter { $0.host == "other.test" }
             #expect(events.count == 2 && events.allSatisfy { !$0.allowed && $0.rule == "network.allow" })
         }
@@ -217,9 +218,10 @@ extension SandboxSuite {
             let out = try Self.curl(["-o", "/dev/null", "-w", "%{size_download}", "http://allowed.test:\(fixture.httpPort)/bytes/4000000"], proxyPort: port)
             #expect(out.status != 0)
             #expect((Int(out.stdout) ?? .max) < 1_000_000, "\(out.stdout)")
-            #expect(proxy.events.contains { $0.rule == "network.max_bytes" })
             let after = try Self.curl(["-i", "http://allowed.test:\(fixture.httpPort)/"], proxyPort: port)
             #expect(after.stdout.hasPrefix("HTTP/1.1 403") && after.stdout.contains("network.max_bytes"), "\(after.stdout)")
+            proxy.shutdown()
+            #expect(proxy.events.contains { $0.rule == "network.max_bytes" })
         }
 
         @Test("a redirect to a second host is a second request, refused by the allowlist")
@@ -231,6 +233,7 @@ extension SandboxSuite {
                 ["-sL", "-o", "/dev/null", "-w", "%{http_code} %{num_redirects}", "http://allowed.test:\(fixture.httpPort)/redirect?to=http://other.test:\(fixture.httpPort)/drop"],
                 proxyPort: port)
             #expect(out.stdout == "403 1", "\(out.stdout)")
+            proxy.shutdown()
             #expect(proxy.events.contains { $0.host == "other.test" && !$0.allowed })
         }
 
