@@ -2,8 +2,13 @@
 
 Usage: egress_server.py CERT KEY
 
-Prints one line, "PORTS <http> <https> <trap-tcp> <trap-udp>", once every server is
-listening, then serves until stdin closes (the test that started it ends).
+Prints one line, "PORTS <http> <https> <trap-tcp> <trap-udp> <recorder>", once every
+server is listening, then serves until stdin closes (the test that started it ends).
+
+The recorder answers every connection's first request head with a small 200 and keeps
+reading until the peer closes, keeping every byte: what a proxy sent beyond the one
+request it relayed (a smuggled second request) shows there. /recorded on the HTTP
+server returns the last connection's bytes.
 
   /echo         the request as JSON (method, path, headers, body length)
   /bytes/N      N bytes
@@ -23,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 trap_counts = {"tcp": 0, "udp": 0}
+recorded = {"last": b""}
 lock = threading.Lock()
 CHUNK = b"x" * 65536
 
@@ -78,6 +84,10 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/redirect":
             target = parse_qs(url.query).get("to", ["/"])[0]
             self._send(302, b"moved\n", extra=[("Location", target)])
+        elif url.path == "/recorded":
+            with lock:
+                body = recorded["last"]
+            self._send(200, body, "application/octet-stream")
         elif url.path == "/trap":
             with lock:
                 body = json.dumps(trap_counts).encode()
@@ -107,6 +117,35 @@ def trap_udp(receiver):
             trap_counts["udp"] += 1
 
 
+def recorder(listener):
+    while True:
+        connection, _ = listener.accept()
+        threading.Thread(target=record_one, args=(connection,), daemon=True).start()
+
+
+def record_one(connection):
+    data = b""
+    answered = False
+    connection.settimeout(10)
+    try:
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if not answered and b"\r\n\r\n" in data:
+                answered = True
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nrecorded\n")
+                # Half-close: the proxy sees the response end, yet may still send.
+                connection.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        connection.close()
+        with lock:
+            recorded["last"] = data
+
+
 def main():
     cert, key = sys.argv[1], sys.argv[2]
     plain = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -125,9 +164,14 @@ def main():
     udp.bind(("0.0.0.0", 0))
     threading.Thread(target=trap_tcp, args=(tcp,), daemon=True).start()
     threading.Thread(target=trap_udp, args=(udp,), daemon=True).start()
+    recording = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    recording.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    recording.bind(("127.0.0.1", 0))
+    recording.listen(16)
+    threading.Thread(target=recorder, args=(recording,), daemon=True).start()
 
-    print("PORTS %d %d %d %d" % (plain.server_address[1], secure.server_address[1],
-                                 tcp.getsockname()[1], udp.getsockname()[1]), flush=True)
+    print("PORTS %d %d %d %d %d" % (plain.server_address[1], secure.server_address[1],
+                                    tcp.getsockname()[1], udp.getsockname()[1], recording.getsockname()[1]), flush=True)
     sys.stdin.read()
 
 

@@ -264,11 +264,14 @@ int stockade_receive_fd(int socket) {
     } while (got < 0 && errno == EINTR);
     if (got < 0) return -errno;
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
-    if (got != 1 || header == NULL || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
-        header->cmsg_len != CMSG_LEN(sizeof(int)))
+    int fd = -1;
+    if (header != NULL && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
+        header->cmsg_len >= CMSG_LEN(sizeof(int)))
+        memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    if (got != 1 || fd < 0 || (message.msg_flags & MSG_CTRUNC) || header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        if (fd >= 0) close(fd);
         return -EPROTO;
-    int fd;
-    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    }
     return fd;
 }
 

@@ -101,7 +101,7 @@ extension EgressProxy {
         var headers = HopByHop.strip(HTTPHeaders(request.headers.map { ($0.name, $0.value) }))
         headers.remove(name: "host")
         headers.add(name: "Host", value: (url.secure ? target.port == 443 : target.port == 80) ? hostHeader(target) : target.display)
-        for (name, value) in injectedHeaders(for: admission.grant) {
+        for (name, value) in injectedHeaders(for: admission) {
             headers.remove(name: name)
             headers.add(name: name, value: value)
         }

@@ -48,8 +48,9 @@ public final class EgressProxy: Sendable {
     let configuration: EgressConfiguration
     let authority: EgressAuthority?
     let group: any EventLoopGroup
-    /// The injected headers per grant host, filled in when the proxy was made.
-    let injected: [String: [(name: String, value: String)]]
+    /// The injected headers per grant (by its index in `allow`), filled in when the
+    /// proxy was made: a grant's credential goes only where that grant lets requests go.
+    let injected: [Int: [(name: String, value: String)]]
     /// Time-out for connecting and for a connection that stays idle.
     let timeout: TimeAmount
     let state = Mutex(State())
@@ -57,6 +58,7 @@ public final class EgressProxy: Sendable {
     struct State {
         var requests: UInt64 = 0
         var bytes: UInt64 = 0
+        var admitting = 0
         var events: [EgressEvent] = []
         var droppedEvents = 0
         var channels: [ObjectIdentifier: any Channel] = [:]
@@ -78,13 +80,14 @@ public final class EgressProxy: Sendable {
         self.authority = authority
         group = MultiThreadedEventLoopGroup.singleton
         timeout = .milliseconds(Int64(policy.timeoutMilliseconds ?? Self.defaultTimeoutMilliseconds))
-        var injected: [String: [(name: String, value: String)]] = [:]
+        var injected: [Int: [(name: String, value: String)]] = [:]
         for (index, grant) in policy.allow.enumerated() {
             for header in grant.injectHeaders {
                 let value = try SecretValues.resolve(header.value, environment: configuration.environment, what: "network.allow[\(index)].inject_headers.\(header.name)")
-                injected[grant.host, default: []].append((header.name, value))
+                injected[index, default: []].append((header.name, value))
             }
         }
+        Self.raiseDescriptorLimit
         self.injected = injected
     }
 
@@ -97,6 +100,9 @@ public final class EgressProxy: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.autoRead, value: true)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.recvAllocator, value: Self.readSizes)
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: Self.writeBuffer)
             .childChannelInitializer { [self] channel in
                 guard track(channel) else {
                     // Over the connection limit: the sandbox cannot exhaust the
@@ -105,7 +111,11 @@ public final class EgressProxy: Sendable {
                 }
                 do {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: timeout))
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes)), name: ProxyFrontHandler.decoderName)
+                    // A request head is at most what the decoder allows (80 KiB); the
+                    // buffer behind it is capped too.
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes), maximumBufferSize: 1 << 20),
+                        name: ProxyFrontHandler.decoderName)
                     try channel.pipeline.syncOperations.addHandler(HTTPResponseEncoder(), name: ProxyFrontHandler.encoderName)
                     try channel.pipeline.syncOperations.addHandler(ProxyFrontHandler(proxy: self))
                     return channel.eventLoop.makeSucceededVoidFuture()
@@ -163,8 +173,14 @@ public final class EgressProxy: Sendable {
 
     // MARK: shared by the handlers and fetch
 
-    /// Most open connections of one sandbox, both sides counted.
-    static let connectionLimit = 1024
+    /// Most open connections of one sandbox, both sides counted. With the buffers
+    /// below, what one sandbox can make the supervisor hold stays near 128 MiB.
+    static let connectionLimit = 512
+    /// Reads of up to 256 KiB, and up to 256 KiB queued for a slow reader before the
+    /// other side stops reading: bulk transfers move in large pieces (NIO's defaults,
+    /// 64 KiB, halve a download's throughput through the relay).
+    static let readSizes = AdaptiveRecvByteBufferAllocator(minimum: 2048, initial: 65536, maximum: 256 << 10)
+    static let writeBuffer = ChannelOptions.Types.WriteBufferWaterMark(low: 128 << 10, high: 256 << 10)
 
     /// Tracks `channel` for `shutdown()`; false (and the channel closed) when the proxy
     /// is shut down or the sandbox has too many connections open.
@@ -206,20 +222,35 @@ public final class EgressProxy: Sendable {
         EgressRefusal(.denied, rule: "network.max_bytes", "the sandbox has used its network byte quota (network.max_bytes, \(Quantity.formatBytes(rules.policy.maxBytes ?? 0)))")
     }
 
-    /// The headers the policy injects for `target`.
-    func injectedHeaders(for grant: NetworkPolicy.HostGrant) -> [(name: String, value: String)] {
-        injected[grant.host] ?? []
+    /// The headers the grant that admitted a request injects.
+    func injectedHeaders(for admission: Admission) -> [(name: String, value: String)] {
+        injected[admission.grantIndex] ?? []
     }
 
     struct Admission: Sendable {
         let address: IPAddress
         let grant: NetworkPolicy.HostGrant
-        let rule: String
+        let grantIndex: Int
+        var rule: String { "network.allow[\(grantIndex)]" }
     }
+
+    /// Most admissions (lookups, mostly) of one sandbox in flight at once.
+    static let admissionLimit = 32
+
+    /// A supervisor serves many connections for many sandboxes: its soft limit on open
+    /// files (often 1024) is raised to the hard limit, once.
+    static let raiseDescriptorLimit: Void = {
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }()
 
     /// The whole decision for one connection or request: the session's invariants,
     /// the allowlist, the quotas, then the lookup and the address check.
-    func admit(_ target: EgressTarget, method: String?) async -> Result<Admission, EgressRefusal> {
+    /// - Parameter stillWanted: false once the client has gone (nothing is looked up then).
+    func admit(_ target: EgressTarget, method: String?, stillWanted: @Sendable () -> Bool = { true }) async -> Result<Admission, EgressRefusal> {
         if let refusal = authority?(target, method) { return .failure(refusal) }
         let grant: EgressGrant
         switch rules.decide(target, method: method) {
@@ -228,14 +259,22 @@ public final class EgressProxy: Sendable {
         }
         let policy = rules.policy
         let quota: EgressRefusal? = state.withLock { state in
+            if state.admitting >= Self.admissionLimit {
+                return EgressRefusal(.denied, rule: nil, "the sandbox has \(Self.admissionLimit) requests waiting for a decision; wait for them")
+            }
             if let limit = policy.maxRequests, state.requests >= limit {
                 return EgressRefusal(.denied, rule: "network.max_requests", "the sandbox has made its \(limit) requests (network.max_requests)")
             }
             if let limit = policy.maxBytes, state.bytes >= limit { return quotaRefusal }
             state.requests += 1
+            state.admitting += 1
             return nil
         }
         if let quota { return .failure(quota) }
+        defer { state.withLock { $0.admitting -= 1 } }
+        guard stillWanted() else {
+            return .failure(EgressRefusal(.unreachable, rule: nil, "the client went away before the request was decided"))
+        }
         let addresses: [IPAddress]
         if let literal = target.address {
             addresses = [literal]
@@ -252,11 +291,11 @@ public final class EgressProxy: Sendable {
         // Every address must pass, not just the first: a name with one public and one
         // loopback address would otherwise be a coin toss away from the host.
         for address in addresses {
-            guard let why = AddressGuard.refusal(address), !rules.lists(address) else { continue }
+            guard let why = AddressGuard.refusal(address), !rules.lists(address, port: target.port) else { continue }
             let subject = target.address == nil ? "\(target.host) resolves to \(address), which is" : "\(target.host) is"
             return .failure(EgressRefusal(.denied, rule: "address-guard", "\(subject) \(why); the proxy connects only to public addresses unless the policy lists the address itself"))
         }
-        return .success(Admission(address: addresses[0], grant: grant.grant, rule: grant.rule))
+        return .success(Admission(address: addresses[0], grant: grant.grant, grantIndex: grant.index))
     }
 
     /// Connects to the checked address, with the time-out, on `eventLoop`.
@@ -270,6 +309,8 @@ public final class EgressProxy: Sendable {
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(timeout)
             .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.recvAllocator, value: Self.readSizes)
+            .channelOption(.writeBufferWaterMark, value: Self.writeBuffer)
             .channelInitializer { [self] channel in
                 guard track(channel) else {
                     return channel.eventLoop.makeFailedFuture(EgressRefusal(.denied, rule: nil, "the sandbox has \(Self.connectionLimit) connections open through the proxy; close some first"))

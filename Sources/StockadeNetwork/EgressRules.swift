@@ -12,7 +12,7 @@ public struct EgressTarget: Equatable, Sendable {
 
     /// `host:port` of a CONNECT request (`[v6]:port` for IPv6).
     public static func authority(_ text: String) -> EgressTarget? {
-        guard let colon = text.lastIndex(of: ":"), text.count <= 300 else { return nil }
+        guard text.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }), let colon = text.lastIndex(of: ":"), text.count <= 300 else { return nil }
         let hostText = String(text[..<colon])
         let portText = text[text.index(after: colon)...]
         guard !portText.isEmpty, portText.count <= 5, portText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
@@ -28,7 +28,10 @@ public struct EgressTarget: Equatable, Sendable {
     }
 
     static func make(host: String, port: Int) -> EgressTarget? {
-        var lowered = host.lowercased()
+        // ASCII only, lowered byte by byte: Unicode case mapping would turn a Kelvin
+        // sign into a "k" that the guard, comparing bytes, never saw.
+        guard host.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        var lowered = String(decoding: host.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
         if lowered.hasSuffix(".") && !lowered.hasSuffix("..") { lowered.removeLast() }
         switch IPAddress.classifyHost(lowered) {
         case .address(let address): return EgressTarget(host: address.description, address: address, port: port)
@@ -100,18 +103,19 @@ public struct EgressRules: Sendable {
 
     public let policy: NetworkPolicy
     let grants: [Grant]
-    /// Addresses the policy lists literally: reachable even when not public.
-    let listedAddresses: Set<IPAddress>
+    /// Addresses the policy lists literally, with their ports: reachable on those
+    /// ports even when not public.
+    let listedAddresses: [IPAddress: Set<Int>]
 
     public init(_ policy: NetworkPolicy) {
         self.policy = policy
         var grants: [Grant] = []
-        var listed = Set<IPAddress>()
+        var listed: [IPAddress: Set<Int>] = [:]
         for (index, grant) in policy.allow.enumerated() {
             var literal: IPAddress?
             if case .address(let address) = IPAddress.classifyHost(grant.host) {
                 literal = address
-                listed.insert(address)
+                listed[address, default: []].formUnion(grant.ports.isEmpty ? [80, 443] : grant.ports)
             }
             grants.append(Grant(
                 index: index, grant: grant, pattern: literal == nil ? HostPattern(grant.host) : nil, literal: literal,
@@ -149,8 +153,9 @@ public struct EgressRules: Sendable {
         return .failure(EgressRefusal(.denied, rule: "network.allow[\(grant.index)]", "network.allow[\(grant.index)] (\(grant.grant.host)) allows \(methods), not \(wanted)"))
     }
 
-    /// Whether the policy lists `address` itself (then it may be reached though private).
-    public func lists(_ address: IPAddress) -> Bool { listedAddresses.contains(address) }
+    /// Whether the policy lists `address` itself for `port` (then it may be reached
+    /// there though it is not public, whichever allowed name led to it).
+    public func lists(_ address: IPAddress, port: Int) -> Bool { listedAddresses[address]?.contains(port) ?? false }
 }
 
 /// Fills in `${env:NAME}` and `${file:PATH}`: done by the supervisor when the proxy

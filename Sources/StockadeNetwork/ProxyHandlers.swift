@@ -37,10 +37,17 @@ enum HopByHop {
     ]
 
     /// `headers` without the hop-by-hop ones and those the Connection header lists.
+    /// Never dropped because a Connection header lists them: without its framing a
+    /// body would reach the host as a request of its own.
+    static let kept: Set<String> = ["content-length", "host"]
+
     static func strip(_ headers: HTTPHeaders) -> HTTPHeaders {
         var listed = names
         for value in headers["connection"] {
-            for token in value.split(separator: ",") { listed.insert(token.trimmingCharacters(in: .whitespaces).lowercased()) }
+            for token in value.split(separator: ",") {
+                let name = token.trimmingCharacters(in: .whitespaces).lowercased()
+                if !kept.contains(name) { listed.insert(name) }
+            }
         }
         var result = HTTPHeaders()
         for (name, value) in headers where !listed.contains(name.lowercased()) { result.add(name: name, value: value) }
@@ -70,6 +77,8 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var readPending = false
     /// The client shut its sending side (passed on to a tunnel once it is open).
     var clientInputClosed = false
+    /// The request's end has been read (a CONNECT's too).
+    var requestEnded = false
 
     init(proxy: EgressProxy) {
         self.proxy = proxy
@@ -79,16 +88,18 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch (state, unwrapInboundIn(data)) {
         case (.idle, .head(let head)):
             begin(context, head)
-        case (.deciding, .body(let buffer)):
+        case (.deciding, .body(let buffer)) where !requestEnded:
             pending.append(.body(.byteBuffer(buffer)))
         case (.deciding, .end(let trailers)):
+            requestEnded = true
             pending.append(.end(trailers))
-        case (.forwarding, .body(let buffer)):
+        case (.forwarding, .body(let buffer)) where !requestEnded:
             guard let upstream else { return }
             record?.update { $0.bytesSent += UInt64(buffer.readableBytes) }
             guard proxy.charge(bytes: buffer.readableBytes) else { return overQuota(context) }
             upstream.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
         case (.forwarding, .end(let trailers)):
+            requestEnded = true
             upstream?.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
         default:
             // A second request on this connection: the proxy answers one request per
@@ -103,7 +114,10 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if state == .deciding || (upstream.map { !$0.isWritable } ?? false) {
+        // After the request's end nothing more is read: the proxy answers one request
+        // per connection, and bytes after it (a pipelined request, an upgraded
+        // protocol) would only pile up. A tunnel's relay reads for itself.
+        if state == .deciding || requestEnded || (upstream.map { !$0.isWritable } ?? false) {
             readPending = true
         } else {
             context.read()
@@ -112,7 +126,7 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The upstream can take more of the request body.
     func resumeReading(_ context: ChannelHandlerContext) {
-        guard readPending else { return }
+        guard readPending, !requestEnded else { return }
         readPending = false
         context.read()
     }
@@ -150,9 +164,29 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     // MARK: deciding
 
+    /// A request head must arrive within the time-out, however slowly its bytes come.
+    func channelActive(context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: proxy.timeout) {
+            let (handler, context) = bound.value
+            if handler.state == .idle { context.close(promise: nil) }
+        }
+        context.fireChannelActive()
+    }
+
     private func begin(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         state = .deciding
         let tunnel = head.method == .CONNECT
+        // The head counts against the byte quota as much as a body does.
+        guard proxy.charge(bytes: Self.size(of: head)) else {
+            return refuse(context, proxy.quotaRefusal)
+        }
+        if !tunnel && (head.headers.contains(name: "upgrade") || head.headers["connection"].contains(where: { $0.lowercased().contains("upgrade") })) {
+            return refuse(context, EgressRefusal(.badRequest, rule: nil, "the proxy does not relay protocol upgrades (WebSocket and the like) over plain HTTP; use HTTPS, which goes through a CONNECT tunnel"))
+        }
+        if head.method == .TRACE {
+            return refuse(context, EgressRefusal(.badRequest, rule: nil, "the proxy does not relay TRACE"))
+        }
         let method = head.method.rawValue
         let target: EgressTarget
         var requestTarget: String?
@@ -180,8 +214,9 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let proxy = self.proxy
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let finalTarget = requestTarget
+        let channel = context.channel
         loop.makeFutureWithTask {
-            await proxy.admit(target, method: tunnel ? nil : method)
+            await proxy.admit(target, method: tunnel ? nil : method) { channel.isActive }
         }.whenSuccess { result in
             let (handler, context) = bound.value
             guard handler.state == .deciding else { return }
@@ -200,6 +235,10 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    static func size(of head: HTTPRequestHead) -> Int {
+        head.uri.utf8.count + head.method.rawValue.utf8.count + head.headers.reduce(16) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
     }
 
     /// The exchange's event is recorded when the client's connection closes, whatever
@@ -286,7 +325,7 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 upstream.flush()
                 if handler.clientInputClosed {
                     clientSide.inputDidClose()
-                } else if handler.readPending {
+                } else {
                     channel.read()
                 }
             }
@@ -331,7 +370,7 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 headers.remove(name: "host")
                 let defaultPort = target.port == 80
                 headers.add(name: "Host", value: defaultPort ? (target.display.hasPrefix("[") ? "[\(target.host)]" : target.host) : target.display)
-                for (name, value) in proxy.injectedHeaders(for: admission.grant) {
+                for (name, value) in proxy.injectedHeaders(for: admission) {
                     headers.remove(name: name)
                     headers.add(name: name, value: value)
                 }
@@ -392,6 +431,7 @@ final class UpstreamResponseHandler: ChannelDuplexHandler {
         case .head(let head):
             if head.status.code < 200 { return }  // 100 Continue was answered by the proxy
             record.update { $0.status = Int(head.status.code) }
+            _ = proxy.charge(bytes: head.headers.reduce(16) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 })
             var headers = HopByHop.strip(head.headers)
             headers.add(name: "Connection", value: "close")
             headSent = true

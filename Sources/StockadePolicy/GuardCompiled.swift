@@ -99,7 +99,9 @@ public struct ParsedURL: Sendable {
         var end = start
         while end < bytes.count, bytes[end] != UInt8(ascii: "/"), bytes[end] != UInt8(ascii: "?"), bytes[end] != UInt8(ascii: "#") { end += 1 }
         let authority = bytes[start..<end]
-        if authority.contains(UInt8(ascii: "@")) { return nil }
+        // User information and non-ASCII hosts (an IDN must come as its xn-- form) are
+        // refused: either could be read as two different hosts.
+        if authority.contains(UInt8(ascii: "@")) || authority.contains(where: { $0 >= 0x80 }) { return nil }
         var host: ArraySlice<UInt8>
         if authority.first == UInt8(ascii: "[") {
             guard let close = authority.firstIndex(of: UInt8(ascii: "]")) else { return nil }

@@ -15,6 +15,8 @@ final class EgressFixture: @unchecked Sendable {
     let httpsPort: Int
     let trapTCPPort: Int
     let trapUDPPort: Int
+    /// Records every byte of a connection (see tests/egress_server.py).
+    let recorderPort: Int
     private let process: Process
     private let input: Pipe
 
@@ -57,11 +59,19 @@ final class EgressFixture: @unchecked Sendable {
             line += chunk
         }
         let fields = String(decoding: line, as: UTF8.self).split(whereSeparator: \.isWhitespace)
-        guard fields.count == 5, fields[0] == "PORTS" else { throw StockadeError(.startFailed, "the egress test servers said \(fields)") }
+        guard fields.count == 6, fields[0] == "PORTS" else { throw StockadeError(.startFailed, "the egress test servers said \(fields)") }
         httpPort = Int(fields[1])!
         httpsPort = Int(fields[2])!
         trapTCPPort = Int(fields[3])!
         trapUDPPort = Int(fields[4])!
+        recorderPort = Int(fields[5])!
+    }
+
+    /// What the recorder received on its last connection (after the proxy let go of it).
+    func recorded() throws -> String {
+        usleep(200_000)
+        let out = try Harness.run(["/usr/bin/curl", "-sS", "--noproxy", "*", "http://127.0.0.1:\(httpPort)/recorded"], environment: ["PATH": "/usr/bin:/bin"])
+        return out.stdout
     }
 
     /// A resolver that maps the test names to loopback.
@@ -80,8 +90,8 @@ final class EgressFixture: @unchecked Sendable {
     /// 127.0.0.1 so that the test names may lead to loopback; `extra` is appended
     /// under `network:`.
     func policy(hosts: [String], listLoopback: Bool = true, extra: String = "", more: String = "") throws -> PolicyDocument {
-        var allow = hosts.map { "    - {host: \($0), ports: [\(httpPort), \(httpsPort)]}" }
-        if listLoopback { allow.append("    - {host: 127.0.0.1, ports: [\(httpPort), \(httpsPort)]}") }
+        var allow = hosts.map { "    - {host: \($0), ports: [\(httpPort), \(httpsPort), \(recorderPort)]}" }
+        if listLoopback { allow.append("    - {host: 127.0.0.1, ports: [\(httpPort), \(httpsPort), \(recorderPort)]}") }
         let yaml = """
             version: 1
             network:

@@ -48,6 +48,15 @@ import Testing
         }
     }
 
+    @Test("a host with non-ASCII letters is refused by the guard's parser and the proxy's alike")
+    func nonASCIIHosts() {
+        // A Kelvin sign lowercases to "k" under Unicode rules: a deny rule on
+        // kube.example.com must not be passed by a host the proxy would read as it.
+        #expect(ParsedURL("https://\u{212A}ube.example.com/") == nil)
+        #expect(EgressTarget.authority("\u{212A}ube.example.com:443") == nil)
+        #expect(ParsedURL("https://kube.example.com/")?.host == "kube.example.com")
+    }
+
     @Test("the same address in every spelling is one address")
     func oneAddress() {
         let spellings = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1"]
@@ -270,6 +279,83 @@ extension SandboxSuite {
                 }
                 #expect(answer.count - bodyStart == size, "\(path): \(answer.count - bodyStart) body bytes; \(String(decoding: answer.prefix(300), as: UTF8.self))")
             }
+        }
+
+        /// Request smuggling: bytes after the one request a connection carries, or a body
+        /// stripped of its framing, would reach the host as a request no rule saw.
+        @Test("nothing beyond the one relayed request reaches the host", arguments: ["pipelined", "connection-strips-length", "upgrade"])
+        func smuggling(attack: String) throws {
+            let fixture = try EgressFixture.get()
+            let (proxy, port) = try fixture.hostProxy(try fixture.policy(hosts: ["allowed.test"]))
+            defer { proxy.shutdown() }
+            let authority = "allowed.test:\(fixture.recorderPort)"
+            let smuggled = "GET /smuggled HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+            let request: String
+            switch attack {
+            case "pipelined":
+                request = "GET http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\n\r\n"
+                    + "POST http://\(authority)/second HTTP/1.1\r\nHost: \(authority)\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n" + smuggled
+            case "connection-strips-length":
+                request = "POST http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\nConnection: content-length\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n" + smuggled
+            default:
+                request = "GET http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n" + smuggled
+            }
+            let answer = try EgressFixture.raw(request, port: port)
+            let recorded = try fixture.recorded()
+            switch attack {
+            case "upgrade":
+                #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
+            case "connection-strips-length":
+                // The body is there, framed by its length: the host reads it as a body.
+                #expect(recorded.lowercased().contains("content-length: \(smuggled.utf8.count)"), "\(recorded)")
+            default:
+                #expect(recorded.contains("/first") && !recorded.contains("smuggled") && !recorded.contains("/second"), "\(recorded)")
+            }
+        }
+
+        @Test("TRACE is not relayed")
+        func trace() throws {
+            let fixture = try EgressFixture.get()
+            let (proxy, port) = try fixture.hostProxy(try fixture.policy(hosts: ["allowed.test"]))
+            defer { proxy.shutdown() }
+            let answer = try EgressFixture.raw("TRACE http://allowed.test:\(fixture.httpPort)/ HTTP/1.1\r\nHost: x\r\n\r\n", port: port)
+            #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer)")
+        }
+
+        @Test("a grant's injected credential goes only where that grant lets requests go")
+        func injectionPerGrant() throws {
+            let fixture = try EgressFixture.get()
+            let policy = try PolicyLoader.parse("""
+                version: 1
+                network:
+                  mode: allowlist
+                  allow:
+                    - {host: allowed.test, ports: [\(fixture.httpPort)], inject_headers: {Authorization: "Bearer ${env:TEST_TOKEN}"}}
+                    - {host: allowed.test, ports: [\(fixture.recorderPort)]}
+                    - {host: 127.0.0.1, ports: [\(fixture.httpPort), \(fixture.recorderPort)]}
+                """, sourcePath: "policy.yaml", baseDirectory: "/")
+            let (proxy, port) = try fixture.hostProxy(policy)
+            defer { proxy.shutdown() }
+            _ = try EgressFixture.raw("GET http://allowed.test:\(fixture.recorderPort)/plain HTTP/1.1\r\nHost: x\r\n\r\n", port: port)
+            let recorded = try fixture.recorded()
+            #expect(recorded.contains("/plain") && !recorded.contains("s3cr3t"), "\(recorded)")
+        }
+
+        @Test("a listed private address is reachable only on the ports its own grant names")
+        func listedAddressPorts() throws {
+            let fixture = try EgressFixture.get()
+            let policy = try PolicyLoader.parse("""
+                version: 1
+                network:
+                  mode: allowlist
+                  allow:
+                    - {host: "*.test", ports: [\(fixture.httpPort)]}
+                    - {host: 127.0.0.1, ports: [\(fixture.recorderPort)]}
+                """, sourcePath: "policy.yaml", baseDirectory: "/")
+            let (proxy, port) = try fixture.hostProxy(policy)
+            defer { proxy.shutdown() }
+            let out = try Self.curl(["-i", "http://rebind.test:\(fixture.httpPort)/"], proxyPort: port)
+            #expect(out.stdout.contains("X-Stockade-Refused: address-guard"), "\(out.stdout)")
         }
 
         @Test("the session's authority can refuse before anything is looked up")
