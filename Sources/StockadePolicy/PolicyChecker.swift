@@ -25,6 +25,9 @@ public struct PolicyChecker {
             case neverFires = "never-fires"
             /// A granted program can read any visible file and send it out.
             case overPermissiveTool = "over-permissive-tool"
+            /// A network grant that cannot be used the way it reads (HTTPS to a grant
+            /// whose methods leave out CONNECT).
+            case unusableGrant = "unusable-grant"
         }
 
         public var kind: Kind
@@ -98,6 +101,7 @@ public struct PolicyChecker {
         findings += blockedCommands()
         findings += ruleFindings(witnesses)
         findings += toolFindings()
+        findings += grantFindings()
         return Report(findings: findings, states: states)
     }
 
@@ -187,6 +191,22 @@ public struct PolicyChecker {
                     message: "rules \(first.rule.id) (\(first.rule.decision)) and \(second.rule.id) (\(second.rule.decision)) both match \(shared); \(verdict.ruleID ?? "the default") decides. Narrow one of them so that the intent is explicit",
                     trace: ["\(shared) → \(verdict.decision)"]))
             }
+        }
+        return findings
+    }
+
+    /// Grants that limit methods on port 443 without CONNECT: the proxy cannot see a
+    /// method inside TLS, so it refuses every HTTPS tunnel to them.
+    func grantFindings() -> [Finding] {
+        guard policyGuard.networkGranted, let network = policyGuard.policy.network else { return [] }
+        var findings: [Finding] = []
+        for (index, grant) in network.allow.enumerated() {
+            let ports = grant.ports.isEmpty ? [80, 443] : grant.ports
+            guard ports.contains(443), !grant.methods.isEmpty, !grant.methods.contains("CONNECT") else { continue }
+            findings.append(Finding(
+                kind: .unusableGrant, subjects: ["network.allow[\(index)]"],
+                message: "network.allow[\(index)] (\(grant.host)) limits methods to \(grant.methods.joined(separator: ", ")) on port 443, but the proxy sees methods on plain HTTP only: every HTTPS connection to it is refused. Add CONNECT to its methods to allow HTTPS (any method inside), or drop port 443",
+                trace: ["CONNECT \(grant.host):443 → deny"]))
         }
         return findings
     }

@@ -161,3 +161,18 @@ func overPermissive() throws {
         """)
     #expect(!denied.findings.contains { $0.kind == .overPermissiveTool })
 }
+
+@Test("a grant that limits methods on port 443 without CONNECT is reported as unusable over HTTPS")
+func unusableGrant() throws {
+    let report = try check("""
+        version: 1
+        network:
+          mode: allowlist
+          allow:
+            - {host: api.github.com, methods: [GET]}
+            - {host: plain.example.com, ports: [80], methods: [GET]}
+            - {host: pypi.org, methods: [GET, CONNECT]}
+        """)
+    #expect(report.findings.filter { $0.kind == .unusableGrant }.map(\.subjects) == [["network.allow[0]"]], "\(report.findings)")
+    #expect(!(try check("version: 1\nextends: networked")).findings.contains { $0.kind == .unusableGrant })
+}
