@@ -1,5 +1,6 @@
 import Foundation
 import StockadePolicy
+import StockadeSystem
 
 /// Finds the workspace entries that hidden globs match, without following symlinks.
 /// A matching symlink contributes its target instead, when that lies in the workspace
@@ -27,9 +28,7 @@ enum WorkspaceScanner {
             guard let handle = opendir(path) else { continue }
             defer { closedir(handle) }
             while let entry = readdir(handle) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
+                let name = directoryEntryName(entry)
                 if name == "." || name == ".." { continue }
                 let relative = directory.relative.isEmpty ? name : directory.relative + "/" + name
                 var type = entry.pointee.d_type

@@ -157,9 +157,7 @@ public final class SandboxCgroup: Sendable {
         guard let handle = opendir(parent) else { return }
         var abandoned: [String] = []
         while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
+            let name = directoryEntryName(entry)
             let parts = name.split(separator: "-")
             guard parts.count >= 3, parts[0] == "sandbox", let pid = Int32(parts[1]), pid > 0 else { continue }
             if kill(pid, 0) == 0 || errno == EPERM { continue }  // its supervisor still runs

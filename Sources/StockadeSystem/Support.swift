@@ -27,3 +27,16 @@ public enum KernelFile {
         CgroupFS.read(path)
     }
 }
+
+/// The name of a directory entry from readdir(3), read in place. Copying `d_name`
+/// (declared as 256 bytes) reads past the end of a short record, and past the end of
+/// the C library's buffer when the record is the last one before an unmapped page: a
+/// crash in a large enough directory.
+public func directoryEntryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+    let offset = MemoryLayout<dirent>.offset(of: \dirent.d_name)!
+    let start = UnsafeRawPointer(entry).advanced(by: offset).assumingMemoryBound(to: UInt8.self)
+    let limit = max(0, Int(entry.pointee.d_reclen) - offset)
+    var length = 0
+    while length < limit && start[length] != 0 { length += 1 }
+    return String(decoding: UnsafeBufferPointer(start: start, count: length), as: UTF8.self)
+}

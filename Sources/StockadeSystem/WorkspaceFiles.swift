@@ -201,7 +201,7 @@ public struct WorkspaceFiles: Sendable {
         defer { closedir(handle) }
         var entries: [Entry] = []
         while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            let name = directoryEntryName(entry)
             if name == "." || name == ".." { continue }
             var info = stat()
             guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
