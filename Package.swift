@@ -54,8 +54,14 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // The audit log: a hash chain of JSON lines with Ed25519-signed checkpoints.
+        .target(name: "StockadeAudit", dependencies: [
+            "StockadeCore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "StockadeRuntime", dependencies: [
-            "StockadeCore", "StockadePolicy", "StockadeIsolation", "StockadeNetwork",
+            "StockadeCore", "StockadePolicy", "StockadeIsolation", "StockadeNetwork", "StockadeAudit",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The front ends beyond the CLI: the MCP server (the official Swift SDK).
         .target(name: "StockadeServer", dependencies: [
@@ -81,7 +87,7 @@ let package = Package(
         .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
         .testTarget(name: "StockadeSandboxTests", dependencies: [
             "StockadeRuntime", "StockadeServer", "StockadeIsolation", "StockadeSystem", "StockadeCore",
-            "StockadeNetwork",
+            "StockadeNetwork", "StockadeAudit",
         ]),
     ]
 )

@@ -90,7 +90,7 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             begin(context, head)
         case (.deciding, .body(let buffer)) where !requestEnded:
             pending.append(.body(.byteBuffer(buffer)))
-        case (.deciding, .end(let trailers)):
+        case (.deciding, .end(let trailers)) where !requestEnded:
             requestEnded = true
             pending.append(.end(trailers))
         case (.forwarding, .body(let buffer)) where !requestEnded:
@@ -98,7 +98,7 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             record?.update { $0.bytesSent += UInt64(buffer.readableBytes) }
             guard proxy.charge(bytes: buffer.readableBytes) else { return overQuota(context) }
             upstream.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
-        case (.forwarding, .end(let trailers)):
+        case (.forwarding, .end(let trailers)) where !requestEnded:
             requestEnded = true
             upstream?.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
         default:

@@ -1,3 +1,4 @@
+@_exported import StockadeAudit
 @_exported import StockadeCore
 @_exported import StockadeIsolation
 @_exported import StockadeNetwork

@@ -1,4 +1,5 @@
 import Foundation
+import StockadeAudit
 import StockadeCore
 import StockadeIsolation
 import StockadeNetwork
@@ -32,6 +33,9 @@ public final class Session: @unchecked Sendable {
     let proxy: EgressProxy?
     /// The labels, readable by the proxy's threads without the session's locks.
     let labelCell = LabelCell()
+    /// Where every action is recorded before its result is returned (the policy's
+    /// `audit.path`, or the options').
+    let audit: AuditLog?
 
     /// Serializes actions (held for the whole of one).
     private let actionLock = NSLock()
@@ -64,10 +68,20 @@ public final class Session: @unchecked Sendable {
         self.approvalTimeout = settings.timeout
         self.hiddenGlobs = try GlobSet(patterns: plan.workspace?.hiddenPatterns ?? [])
         self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath, hiddenEntries: $0.hiddenEntries) }
+        let audit = try options.auditLog ?? AuditRecords.open(policyGuard.policy.audit)
+        self.audit = audit
         var proxy: EgressProxy?
         if plan.network == .proxy, let network = policyGuard.policy.network {
             var configuration = options.egress
             configuration.environment = options.callerEnvironment
+            // Every exchange goes to the audit log too, when it ends. (Its failure to
+            // write cannot withhold anything: the exchange has happened.)
+            let sessionID = id
+            let sink = configuration.eventSink
+            configuration.eventSink = { event in
+                sink?(event)
+                _ = try? audit?.append(AuditRecords.egress(session: sessionID, event: event))
+            }
             // Programs the session started earlier keep running after it takes on a
             // label: the proxy asks again before each of their connections.
             let (cell, policyGuard) = (labelCell, policyGuard)
@@ -77,6 +91,13 @@ public final class Session: @unchecked Sendable {
         }
         self.proxy = proxy
         self.sandbox = try NamespaceBackend().startSession(plan)
+        do {
+            try audit?.append(AuditRecords.start(session: id, policy: policyGuard.policy, plan: plan))
+        } catch {
+            proxy?.shutdown()
+            sandbox.close()
+            throw error
+        }
         if let proxy {
             do {
                 guard let listener = sandbox.takeEgressListener() else {
@@ -131,6 +152,15 @@ public final class Session: @unchecked Sendable {
         actionLock.lock()
         defer { actionLock.unlock() }
         try touch()
+        var decided: Action?
+        let result = try performDecided(request, action: &decided)
+        // On disk before the result is returned: a result whose record could not be
+        // written is withheld.
+        try audit?.append(AuditRecords.action(session: id, action: decided, result: result))
+        return result
+    }
+
+    private func performDecided(_ request: SessionAction, action decided: inout Action?) throws -> ActionResult {
         let clock = ContinuousClock.now
         // Paths are judged where they really lead: a symlink in the workspace is
         // resolved (beneath the root, by the kernel) before the policy sees it.
@@ -160,6 +190,7 @@ public final class Session: @unchecked Sendable {
         case .declassify(let rule):
             action = .declassify(rule: rule)
         }
+        decided = action
 
         let before = label
         if let opened, opened.isHidden {
@@ -313,11 +344,16 @@ public final class Session: @unchecked Sendable {
 
     private func end(because reason: String) {
         stateLock.lock()
-        if ended == nil { ended = reason }
+        let first = ended == nil
+        if first { ended = reason }
         stateLock.broadcast()
         stateLock.unlock()
         proxy?.shutdown()
         sandbox.close()
+        if first, let audit {
+            _ = try? audit.append(AuditRecords.end(session: id, reason: reason))
+            try? audit.checkpoint(session: id)
+        }
     }
 
     /// Ends the session on idle timeout or at its time to live.

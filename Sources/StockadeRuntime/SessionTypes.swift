@@ -1,4 +1,5 @@
 import Foundation
+import StockadeAudit
 import StockadeCore
 import StockadeNetwork
 import StockadePolicy
@@ -27,6 +28,8 @@ public struct SessionOptions: Sendable {
     public var egress: EgressConfiguration
     /// Largest response body an `http` action returns (more is cut, and said so).
     public var maxFetchBytes: Int
+    /// The audit log; nil: the one the policy's `audit` section names, if any.
+    public var auditLog: AuditLog?
 
     public init(
         workspace: String? = nil, idleTimeout: Duration = .seconds(15 * 60), timeToLive: Duration = .seconds(4 * 3600),
@@ -34,8 +37,9 @@ public struct SessionOptions: Sendable {
         maxCapturedOutput: Int = 1 << 20,
         callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         currentDirectory: String = FileManager.default.currentDirectoryPath,
-        egress: EgressConfiguration = EgressConfiguration(), maxFetchBytes: Int = 1 << 20
+        egress: EgressConfiguration = EgressConfiguration(), maxFetchBytes: Int = 1 << 20, auditLog: AuditLog? = nil
     ) {
+        self.auditLog = auditLog
         self.egress = egress
         self.maxFetchBytes = maxFetchBytes
         self.workspace = workspace

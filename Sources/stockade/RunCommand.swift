@@ -99,6 +99,10 @@ struct RunCommand: ParsableCommand {
         let action = Action.exec(argv: command, workingDirectory: plan.workingDirectory)
         let policyGuard = try PolicyGuard(judged)
         let effective = policyGuard.policy
+        var audit: AuditLog?
+        let auditSession = AuditRecords.newSessionID()
+        var decision = policyGuard.decide(action)
+        var approver: String?
         if dryRun {
             StandardStreams.err("stockade: decision: \(policyGuard.decide(action))\n")
         } else {
@@ -106,7 +110,16 @@ struct RunCommand: ParsableCommand {
             let authorization = ActionGate.authorize(
                 action, guard: policyGuard, label: .initial, approver: settings.makeApprover, timeout: settings.timeout,
                 ledger: ApprovalLedger())
+            decision = authorization.verdict
+            approver = authorization.approver
+            audit = try AuditRecords.open(effective.audit)
+            try audit?.append(AuditRecords.start(session: auditSession, policy: effective, plan: plan))
             guard authorization.allowed else {
+                try audit?.append(AuditRecords.action(
+                    session: auditSession, action: action, summary: action.description, decision: .deny,
+                    rule: authorization.verdict.ruleID, reason: authorization.refusal, approver: authorization.approver, result: AuditResult(performed: false)))
+                try audit?.append(AuditRecords.end(session: auditSession, reason: "refused"))
+                try audit?.checkpoint(session: auditSession)
                 if json { StandardStreams.out(JSONReport.refusal(authorization)) }
                 StandardStreams.err("stockade: \(authorization.refusal)\n")
                 throw ExitCode(Stockade.ExitStatus.startFailed)
@@ -134,10 +147,19 @@ struct RunCommand: ParsableCommand {
         do {
             result = try Runner.run(
                 plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true, network: effective.network)
-        } catch let error as StockadeError where json {
+        } catch let error as StockadeError {
+            _ = try? audit?.append(AuditRecords.end(session: auditSession, reason: "failed to start: \(error.message)"))
+            try? audit?.checkpoint(session: auditSession)
+            guard json else { throw error }
             StandardStreams.out(JSONReport.error(error, exitCode: Stockade.exitStatus(for: error)))
             StandardStreams.err("stockade: \(error.message)\n")
             throw ExitCode(Stockade.exitStatus(for: error))
+        }
+        if let audit {
+            try audit.append(AuditRecords.run(session: auditSession, action: action, verdict: decision, approver: approver, result: result))
+            for event in result.egress { try audit.append(AuditRecords.egress(session: auditSession, event: event)) }
+            try audit.append(AuditRecords.end(session: auditSession, reason: "exit \(result.exitCode)"))
+            try audit.checkpoint(session: auditSession)
         }
         if json {
             StandardStreams.out(JSONReport.result(result))

@@ -1,0 +1,100 @@
+import Crypto
+import Foundation
+import StockadeAudit
+import StockadeCore
+import StockadePolicy
+
+/// The audit entries of runs and sessions, built from what they decided and did.
+public enum AuditRecords {
+    /// The log a policy's `audit` section names (signed when it names a key), or nil.
+    public static func open(_ settings: AuditSettings?) throws -> AuditLog? {
+        guard let settings, let path = settings.path else { return nil }
+        let key = try settings.signingKey.map(AuditKeys.privateKey(at:))
+        return try AuditLog(path: path, signingKey: key, checkpointEvery: settings.checkpointEvery ?? 100)
+    }
+
+    /// SHA-256 of a value's JSON with sorted keys.
+    public static func digest(_ value: some Encodable) -> String? {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { return nil }
+        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    public static func start(session: String, policy: PolicyDocument, plan: SandboxPlan, tier: String = "namespaces") -> AuditEntry {
+        var entry = AuditEntry(session: session, kind: .sessionStart)
+        entry.policySHA256 = digest(policy)
+        entry.planSHA256 = digest(plan)
+        entry.tier = tier
+        entry.workspace = plan.workspace?.hostPath
+        return entry
+    }
+
+    public static func action(
+        session: String, action: Action?, summary: String, decision: Decision, rule: String?, reason: String, approver: String?,
+        result: AuditResult?
+    ) -> AuditEntry {
+        var entry = AuditEntry(session: session, kind: .action)
+        entry.tool = action?.tool.rawValue
+        entry.action = summary
+        entry.actionSHA256 = action?.digest
+        entry.decision = decision.rawValue
+        entry.rule = rule
+        entry.reason = reason
+        entry.approver = approver
+        entry.result = result
+        return entry
+    }
+
+    /// The entry of a session's action.
+    public static func action(session: String, action: Action?, result: ActionResult) -> AuditEntry {
+        var outcome = AuditResult(performed: result.performed)
+        outcome.exitCode = result.exitCode
+        outcome.signal = result.signal
+        outcome.limit = result.limit?.rawValue
+        outcome.wallMilliseconds = result.wallMilliseconds
+        if result.exitCode != nil {
+            outcome.stdoutBytes = result.stdout.count
+            outcome.stderrBytes = result.stderr.count
+        }
+        outcome.path = result.path
+        outcome.bytesWritten = result.bytesWritten
+        outcome.httpStatus = result.httpStatus
+        outcome.labels = result.labels
+        return Self.action(
+            session: session, action: action, summary: result.action, decision: result.decision, rule: result.rule,
+            reason: result.message, approver: result.approvedBy, result: outcome)
+    }
+
+    /// The entry of a one-shot run's command.
+    public static func run(session: String, action: Action, verdict: Verdict, approver: String?, result: RunResult) -> AuditEntry {
+        var outcome = AuditResult(performed: true)
+        outcome.exitCode = result.exitCode
+        outcome.signal = result.signal
+        outcome.limit = result.limit?.rawValue
+        outcome.wallMilliseconds = result.wallMilliseconds
+        return Self.action(
+            session: session, action: action, summary: action.description, decision: verdict.decision, rule: verdict.ruleID,
+            reason: verdict.reason, approver: approver, result: outcome)
+    }
+
+    public static func egress(session: String, event: EgressEvent) -> AuditEntry {
+        var entry = AuditEntry(session: session, kind: .egress)
+        entry.tool = "egress"
+        entry.decision = event.allowed ? "allow" : "deny"
+        entry.rule = event.rule
+        entry.egress = event
+        return entry
+    }
+
+    public static func end(session: String, reason: String) -> AuditEntry {
+        var entry = AuditEntry(session: session, kind: .sessionEnd)
+        entry.reason = reason
+        return entry
+    }
+
+    /// A random session id: 16 hex digits.
+    public static func newSessionID() -> String {
+        (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+    }
+}
