@@ -54,13 +54,16 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // The leak guard (pure Swift): known secrets in every spelling, credential
+        // formats and high-entropy tokens, in one automaton.
+        .target(name: "StockadeSecrets"),
         // The audit log: a hash chain of JSON lines with Ed25519-signed checkpoints.
         .target(name: "StockadeAudit", dependencies: [
             "StockadeCore",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "StockadeRuntime", dependencies: [
-            "StockadeCore", "StockadePolicy", "StockadeIsolation", "StockadeNetwork", "StockadeAudit",
+            "StockadeCore", "StockadePolicy", "StockadeIsolation", "StockadeNetwork", "StockadeAudit", "StockadeSecrets",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The front ends beyond the CLI: the MCP server (the official Swift SDK).
@@ -85,9 +88,10 @@ let package = Package(
         // In-process spawn latency, for bench/run.sh.
         .executableTarget(name: "stockade-bench", dependencies: ["StockadeRuntime"]),
         .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
+        .testTarget(name: "StockadeSecretsTests", dependencies: ["StockadeSecrets"]),
         .testTarget(name: "StockadeSandboxTests", dependencies: [
             "StockadeRuntime", "StockadeServer", "StockadeIsolation", "StockadeSystem", "StockadeCore",
-            "StockadeNetwork", "StockadeAudit",
+            "StockadeNetwork", "StockadeAudit", "StockadeSecrets",
         ]),
     ]
 )
