@@ -48,7 +48,7 @@ let package = Package(
         // SwiftNIO for the proxy and its HTTP parsing; NIOSSL for the TLS of the
         // supervisor's own fetches (the `http` action). Tunnelled TLS is never opened.
         .target(name: "StockadeNetwork", dependencies: [
-            "StockadeCore", "StockadePolicy",
+            "StockadeCore", "StockadePolicy", "StockadeSecrets",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -86,7 +86,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // In-process spawn latency, for bench/run.sh.
-        .executableTarget(name: "stockade-bench", dependencies: ["StockadeRuntime"]),
+        .executableTarget(name: "stockade-bench", dependencies: ["StockadeRuntime", "StockadeSecrets"]),
         .testTarget(name: "StockadePolicyTests", dependencies: ["StockadePolicy", "StockadeCore"]),
         .testTarget(name: "StockadeSecretsTests", dependencies: ["StockadeSecrets"]),
         .testTarget(name: "StockadeSandboxTests", dependencies: [

@@ -55,6 +55,17 @@ cd - >/dev/null
 # and beside tinyproxy (the client times itself; no sandbox start-up in the figures).
 python3 bench/egress.py "$STOCKADE" "${EGRESS_RUNS:-5}" "${EGRESS_REQUESTS:-300}" >"$OUT/egress.json"
 
+# The leak guard: 100 MiB of mixed text with 20 known secrets, one thread, beside
+# detect-secrets (in a virtual environment of the benchmark's own) on a prefix of it.
+if [ ! -x .build/bench-venv/bin/detect-secrets ]; then
+    python3 -m venv .build/bench-venv
+    .build/bench-venv/bin/pip install -q --disable-pip-version-check "detect-secrets==1.5.0"
+fi
+python3 bench/leaks.py .build/release/stockade-bench .build/bench-venv/bin/python "${LEAK_MEGABYTES:-100}" >"$OUT/leaks.json"
+
+# Audit appends with fdatasync, signed checkpoints every 100: events per second.
+.build/release/stockade-bench --audit --iterations "${AUDIT_EVENTS:-2000}" >"$OUT/audit.json"
+
 # Peak memory (max RSS) of stockade itself running /bin/true.
 peak_kib=$(/usr/bin/time -f '%M' $STOCKADE run -- /bin/true 2>&1 >/dev/null | tail -1)
 bwrap_kib=$(/usr/bin/time -f '%M' $BWRAP /bin/true 2>&1 >/dev/null | tail -1)

@@ -5,8 +5,8 @@ Usage: egress_server.py CERT KEY
 Prints one line, "PORTS <http> <https> <trap-tcp> <trap-udp> <recorder>", once every
 server is listening, then serves until stdin closes (the test that started it ends).
 
-The recorder answers every connection's first request head with a small 200 and keeps
-reading until the peer closes, keeping every byte: what a proxy sent beyond the one
+The recorder answers a connection with a small 200 once it has been quiet for half a
+second, and keeps reading until the peer closes, keeping every byte: what a proxy sent beyond the one
 request it relayed (a smuggled second request) shows there. /recorded on the HTTP
 server returns the last connection's bytes.
 
@@ -24,6 +24,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -124,20 +125,25 @@ def recorder(listener):
 
 
 def record_one(connection):
+    """Answers once the peer has been quiet for half a second (so a proxy relaying a
+    body sends all of it first), then keeps reading until the peer closes."""
     data = b""
     answered = False
-    connection.settimeout(10)
+    connection.settimeout(0.5)
+    deadline = time.time() + 15
     try:
-        while True:
-            chunk = connection.recv(65536)
+        while time.time() < deadline:
+            try:
+                chunk = connection.recv(65536)
+            except socket.timeout:
+                if not answered and b"\r\n\r\n" in data:
+                    answered = True
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nrecorded\n")
+                    connection.shutdown(socket.SHUT_WR)
+                continue
             if not chunk:
                 break
             data += chunk
-            if not answered and b"\r\n\r\n" in data:
-                answered = True
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nrecorded\n")
-                # Half-close: the proxy sees the response end, yet may still send.
-                connection.shutdown(socket.SHUT_WR)
     except OSError:
         pass
     finally:

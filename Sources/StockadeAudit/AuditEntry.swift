@@ -112,6 +112,8 @@ public struct AuditResult: Codable, Equatable, Sendable {
     public var httpStatus: Int?
     /// Labels the session carries afterwards.
     public var labels: [String]?
+    /// The leak guard's rules that fired (redacted, withheld or only noted).
+    public var leaks: [String]?
 
     enum CodingKeys: String, CodingKey {
         case performed
@@ -123,7 +125,7 @@ public struct AuditResult: Codable, Equatable, Sendable {
         case path
         case bytesWritten = "bytes_written"
         case httpStatus = "http_status"
-        case labels
+        case labels, leaks
     }
 
     public init(performed: Bool) {

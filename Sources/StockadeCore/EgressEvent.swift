@@ -31,6 +31,9 @@ public struct EgressEvent: Codable, Equatable, Sendable {
     public var bytesSent: UInt64
     public var bytesReceived: UInt64
     public var milliseconds: UInt64
+    /// The leak guard's rules that fired on the request (it was refused unless the
+    /// policy only alerts).
+    public var leaks: [String]?
 
     public init(
         kind: Kind, time: Double, host: String, port: Int, method: String, target: String? = nil, address: String? = nil,

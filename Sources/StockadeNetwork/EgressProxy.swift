@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import StockadeCore
 import StockadePolicy
+import StockadeSecrets
 import Synchronization
 
 /// What the embedding code (a session) adds to the policy's network section: a check
@@ -22,6 +23,11 @@ public struct EgressConfiguration: Sendable {
     public var environment: [String: String]
     /// Called with every event as it is recorded (the audit log).
     public var eventSink: (@Sendable (EgressEvent) -> Void)?
+    /// The leak guard for what the sandbox sends: plain requests' URL, headers and
+    /// body, and the host names of tunnels. A leak refuses the request.
+    public var leakGuard: LeakGuard?
+    /// Only record leaks (`on_leak: alert`), never refuse.
+    public var leakAlertOnly = false
 
     public init(
         resolver: any EgressResolver = SystemResolver(), trustRoots: [String] = [],

@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import StockadeCore
 import StockadePolicy
+import StockadeSecrets
 import Synchronization
 
 /// The event of one exchange, finished once (when its client connection closes).
@@ -79,6 +80,8 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var clientInputClosed = false
     /// The request's end has been read (a CONNECT's too).
     var requestEnded = false
+    /// The leak guard over the request body.
+    lazy var bodyGuard = BodyGuard(proxy.configuration.leakGuard, alertOnly: proxy.configuration.leakAlertOnly)
 
     init(proxy: EgressProxy) {
         self.proxy = proxy
@@ -97,9 +100,11 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             guard let upstream else { return }
             record?.update { $0.bytesSent += UInt64(buffer.readableBytes) }
             guard proxy.charge(bytes: buffer.readableBytes) else { return overQuota(context) }
-            upstream.write(HTTPClientRequestPart.body(.byteBuffer(buffer)), promise: nil)
+            guard let passed = bodyGuard.pass(buffer, into: record, proxy: proxy) else { return leaked(context) }
+            if let passed { upstream.write(HTTPClientRequestPart.body(.byteBuffer(passed)), promise: nil) }
         case (.forwarding, .end(let trailers)) where !requestEnded:
             requestEnded = true
+            if let rest = bodyGuard.finish() { upstream?.write(HTTPClientRequestPart.body(.byteBuffer(rest)), promise: nil) }
             upstream?.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
         default:
             // A second request on this connection: the proxy answers one request per
@@ -209,6 +214,21 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             kind: tunnel ? .tunnel : .request, time: Date().timeIntervalSince1970, host: target.host, port: target.port,
             method: method, target: requestTarget, allowed: false))
         attach(record, to: context.channel)
+        // What the request itself carries: a secret in the URL, a header or the host
+        // name of a tunnel (a subdomain is a channel too).
+        if let leakGuard = proxy.configuration.leakGuard {
+            var text = Array(head.uri.utf8)
+            for (name, value) in head.headers where !HopByHop.names.contains(name.lowercased()) {
+                text += Array("\n\(name): \(value)".utf8)
+            }
+            let rules = Array(Set(leakGuard.scan(text).map(\.rule))).sorted()
+            if !rules.isEmpty {
+                record.update { $0.leaks = rules }
+                if !proxy.configuration.leakAlertOnly {
+                    return refuse(context, EgressRefusal(.denied, rule: "secrets", "the request carries \(rules.joined(separator: ", ")) (the leak guard); nothing was sent"))
+                }
+            }
+        }
 
         let loop = context.eventLoop
         let proxy = self.proxy
@@ -266,6 +286,16 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: response.body)))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// The body carried a leak: nothing more goes out, and the host sees the request cut.
+    func leaked(_ context: ChannelHandlerContext) {
+        record?.update {
+            $0.rule = "secrets"
+            $0.reason = "the request body carries \(($0.leaks ?? []).joined(separator: ", ")) (the leak guard); the request was cut"
+        }
+        upstream?.close(promise: nil)
+        context.close(promise: nil)
     }
 
     private func overQuota(_ context: ChannelHandlerContext) {
@@ -380,17 +410,62 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 headers.add(name: "Connection", value: "close")
                 upstream.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: head.method, uri: requestTarget, headers: headers)), promise: nil)
                 for part in handler.pending {
-                    if case .body(.byteBuffer(let buffer)) = part {
+                    switch part {
+                    case .body(.byteBuffer(let buffer)):
                         record.update { $0.bytesSent += UInt64(buffer.readableBytes) }
                         guard proxy.charge(bytes: buffer.readableBytes) else { return handler.overQuota(context) }
+                        guard let passed = handler.bodyGuard.pass(buffer, into: record, proxy: proxy) else { return handler.leaked(context) }
+                        if let passed { upstream.write(HTTPClientRequestPart.body(.byteBuffer(passed)), promise: nil) }
+                    case .end:
+                        if let rest = handler.bodyGuard.finish() { upstream.write(HTTPClientRequestPart.body(.byteBuffer(rest)), promise: nil) }
+                        upstream.write(part, promise: nil)
+                    default:
+                        upstream.write(part, promise: nil)
                     }
-                    upstream.write(part, promise: nil)
                 }
                 handler.pending = []
                 upstream.flush()
                 handler.resumeReading(context)
             }
         }
+    }
+}
+
+/// The leak guard over a request body as it streams: bytes go on only once the guard
+/// has seen enough after them (its window) to know that no secret ends there, so a
+/// leak is stopped before any of its bytes leave.
+struct BodyGuard {
+    var stream: LeakStream?
+    var held: [UInt8] = []
+    let window: Int
+    let alertOnly: Bool
+
+    init(_ leakGuard: LeakGuard?, alertOnly: Bool) {
+        stream = leakGuard?.stream()
+        window = leakGuard?.holdBack ?? 0
+        self.alertOnly = alertOnly
+    }
+
+    /// What may go on now (nil inside: nothing yet), or nil outside when the body leaks.
+    mutating func pass(_ buffer: ByteBuffer, into record: ExchangeRecord?, proxy: EgressProxy) -> ByteBuffer?? {
+        guard stream != nil else { return .some(buffer) }
+        let bytes = Array(buffer.readableBytesView)
+        let findings = stream!.feed(bytes)
+        if !findings.isEmpty {
+            let rules = Array(Set(findings.map(\.rule))).sorted()
+            record?.update { $0.leaks = Array(Set(($0.leaks ?? []) + rules)).sorted() }
+            if !alertOnly { return nil }
+        }
+        held += bytes
+        guard held.count > window else { return .some(nil) }
+        let out = ByteBuffer(bytes: held[0..<(held.count - window)])
+        held.removeFirst(held.count - window)
+        return .some(out)
+    }
+
+    mutating func finish() -> ByteBuffer? {
+        defer { held = [] }
+        return held.isEmpty ? nil : ByteBuffer(bytes: held)
     }
 }
 

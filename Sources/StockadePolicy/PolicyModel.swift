@@ -339,11 +339,18 @@ public struct SecretsPolicy: Codable, Equatable, Sendable {
     }
 
     public var known: [Source]
+    /// What a leak does; nil: redact.
     public var onLeak: LeakAction?
+    /// Look for credential formats (default true).
+    public var patterns: Bool?
+    /// Look for high-entropy tokens (default true).
+    public var entropy: Bool?
 
-    public init(known: [Source] = [], onLeak: LeakAction? = nil) {
+    public init(known: [Source] = [], onLeak: LeakAction? = nil, patterns: Bool? = nil, entropy: Bool? = nil) {
         self.known = known
         self.onLeak = onLeak
+        self.patterns = patterns
+        self.entropy = entropy
     }
 }
 

@@ -8,7 +8,7 @@ extension PolicyReader {
     static let networkKeys = ["mode", "allow", "max_bytes", "max_requests", "timeout"]
     static let hostGrantKeys = ["host", "ports", "methods", "inject_headers"]
     static let approvalKeys = ["mode", "command", "timeout"]
-    static let secretsKeys = ["known", "on_leak"]
+    static let secretsKeys = ["known", "on_leak", "patterns", "entropy"]
     static let auditKeys = ["path", "checkpoint_every", "signing_key"]
 
     func readExtends(_ section: Entry) throws -> PolicyProfile {
@@ -189,6 +189,10 @@ extension PolicyReader {
                 }
             case "on_leak":
                 policy.onLeak = SecretsPolicy.LeakAction(rawValue: try choice(field, SecretsPolicy.LeakAction.allCases.map(\.rawValue)))
+            case "patterns":
+                policy.patterns = try choice(field, ["true", "false"]) == "true"
+            case "entropy":
+                policy.entropy = try choice(field, ["true", "false"]) == "true"
             default: break
             }
         }

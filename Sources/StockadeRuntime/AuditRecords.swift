@@ -61,6 +61,7 @@ public enum AuditRecords {
         outcome.bytesWritten = result.bytesWritten
         outcome.httpStatus = result.httpStatus
         outcome.labels = result.labels
+        outcome.leaks = result.leaks.isEmpty ? nil : result.leaks
         return Self.action(
             session: session, action: action, summary: result.action, decision: result.decision, rule: result.rule,
             reason: result.message, approver: result.approvedBy, result: outcome)

@@ -4,6 +4,7 @@ import StockadeCore
 import StockadeIsolation
 import StockadeNetwork
 import StockadePolicy
+import StockadeSecrets
 import StockadeSystem
 import Synchronization
 
@@ -33,6 +34,8 @@ public final class Session: @unchecked Sendable {
     let proxy: EgressProxy?
     /// The labels, readable by the proxy's threads without the session's locks.
     let labelCell = LabelCell()
+    /// The leak guard: what leaves toward the agent, and the agent's own requests.
+    let leaks: LeakControl
     /// Where every action is recorded before its result is returned (the policy's
     /// `audit.path`, or the options').
     let audit: AuditLog?
@@ -68,12 +71,16 @@ public final class Session: @unchecked Sendable {
         self.approvalTimeout = settings.timeout
         self.hiddenGlobs = try GlobSet(patterns: plan.workspace?.hiddenPatterns ?? [])
         self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath, hiddenEntries: $0.hiddenEntries) }
+        let leaks = LeakControl.make(policyGuard.policy.secrets, environment: options.callerEnvironment)
+        self.leaks = leaks
         let audit = try options.auditLog ?? AuditRecords.open(policyGuard.policy.audit)
         self.audit = audit
         var proxy: EgressProxy?
         if plan.network == .proxy, let network = policyGuard.policy.network {
             var configuration = options.egress
             configuration.environment = options.callerEnvironment
+            configuration.leakGuard = leaks.leakGuard
+            configuration.leakAlertOnly = leaks.action == .alert
             // Every exchange goes to the audit log too, when it ends. (Its failure to
             // write cannot withhold anything: the exchange has happened.)
             let sessionID = id
@@ -222,15 +229,15 @@ public final class Session: @unchecked Sendable {
             result.signal = outcome.signal
             result.limit = outcome.limit
             result.limitDescription = outcome.limit.map { plan.limits.describe($0) }
-            result.stdout = outcome.stdout
-            result.stderr = outcome.stderr
+            result.stdout = outgoing(outcome.stdout, into: &result)
+            result.stderr = outgoing(outcome.stderr, into: &result)
             result.stdoutTruncated = outcome.stdoutTruncated
             result.stderrTruncated = outcome.stderrTruncated
             result.cpuMilliseconds = outcome.cpuMicroseconds / 1000
         case .readFile:
             let read = try files().read(opened!, limit: options.maxReadBytes)
             result.path = opened!.relativePath
-            result.content = read.bytes
+            result.content = outgoing(read.bytes, into: &result)
             result.contentTruncated = read.truncated
         case .listFiles:
             let hidden = hiddenGlobs
@@ -258,6 +265,21 @@ public final class Session: @unchecked Sendable {
                 result.wallMilliseconds = Self.milliseconds(since: clock)
                 return result
             }
+            // The request itself must not carry a secret out (URL, headers, body).
+            let outbound = leaks.leakGuard.scan(Array(url.utf8) + headers.flatMap { Array("\n\($0.key): \($0.value)".utf8) } + [0x0A] + body)
+            if !outbound.isEmpty {
+                let rules = Array(Set(outbound.map(\.rule))).sorted()
+                result.leaks = rules
+                if leaks.action != .alert {
+                    result.performed = false
+                    result.decision = .deny
+                    result.rule = "secrets"
+                    result.message = "denied by the leak guard (secrets): the request carries \(rules.joined(separator: ", ")); nothing was sent"
+                    result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
+                    result.wallMilliseconds = Self.milliseconds(since: clock)
+                    return result
+                }
+            }
             let request = FetchRequest(
                 method: method, url: url, headers: headers.map { ($0.key, $0.value) }, body: body, maxResponseBytes: options.maxFetchBytes)
             let outcome = try Blocking.run { await proxy.fetch(request) }
@@ -265,7 +287,7 @@ public final class Session: @unchecked Sendable {
             case .success(let response):
                 result.httpStatus = response.status
                 result.httpHeaders = response.headers.map { HTTPHeader(name: $0.name, value: $0.value) }
-                result.content = response.body
+                result.content = outgoing(response.body, into: &result)
                 result.contentTruncated = response.truncated
             case .failure(let refusal):
                 // Refused by the network rules (or the host failed): nothing came back,
@@ -283,6 +305,19 @@ public final class Session: @unchecked Sendable {
         }
         finish(action, into: &result, from: before, clock: clock)
         return result
+    }
+
+    /// Text on its way to the agent, through the leak guard; what it found goes into
+    /// the result (and the audit log).
+    private func outgoing(_ bytes: [UInt8], into result: inout ActionResult) -> [UInt8] {
+        let handled = leaks.outgoing(bytes)
+        for rule in handled.rules where !result.leaks.contains(rule) { result.leaks.append(rule) }
+        if handled.escapes > 0 { result.escapesRemoved += handled.escapes }
+        if handled.withheld {
+            result.withheld = true
+            result.message = "withheld by the leak guard (secrets: on_leak block): the output held \(handled.rules.joined(separator: ", "))"
+        }
+        return handled.bytes
     }
 
     /// The workspace's files, with this thread acting as the workspace owner (each

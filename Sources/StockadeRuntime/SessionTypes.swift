@@ -118,11 +118,18 @@ public struct ActionResult: Codable, Equatable, Sendable {
     public var httpHeaders: [HTTPHeader]?
 
     public var wallMilliseconds: UInt64 = 0
+    /// The leak guard's rules that found something in what this action returned or
+    /// sent (`known-secret`, `github-token`, ...).
+    public var leaks: [String] = []
+    /// True when the leak guard withheld output (`on_leak: block`).
+    public var withheld = false
+    /// Terminal escape sequences (clipboard, hyperlinks) removed from the output.
+    public var escapesRemoved = 0
     /// The session's labels after the action.
     public var labels: [String] = []
 
     /// True when the action was refused, or ran and failed (non-zero exit, a limit).
     public var isError: Bool {
-        !performed || (exitCode.map { $0 != 0 } ?? false) || limit != nil
+        !performed || withheld || (exitCode.map { $0 != 0 } ?? false) || limit != nil
     }
 }

@@ -155,6 +155,10 @@ public struct LeakGuard: Sendable {
     }
 
     public func stream() -> LeakStream { LeakStream(guard: self) }
+
+    /// How many bytes a streaming consumer must hold back, so that no byte of a known
+    /// secret leaves before the guard has seen all of it.
+    public var holdBack: Int { max(64, (automaton.lengths.max() ?? 0) + 8) }
 }
 
 /// A leak guard over a stream (an HTTP body, a command's output as it comes): known

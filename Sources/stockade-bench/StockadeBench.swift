@@ -22,6 +22,15 @@ enum StockadeBench {
             try benchmarkSessions(iterations: iterations)
             return
         }
+        if arguments.contains("--audit") {
+            try benchmarkAudit(iterations: iterations)
+            return
+        }
+        if let index = arguments.firstIndex(of: "--leaks"), index + 1 < arguments.count {
+            let megabytes = arguments.firstIndex(of: "--megabytes").flatMap { Int(arguments[$0 + 1]) } ?? 100
+            try LeakBench.run(corpusPath: arguments[index + 1], megabytes: megabytes)
+            return
+        }
         let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("stockade-bench-\(getpid())").path
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
@@ -81,6 +90,25 @@ enum StockadeBench {
         let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
         FileHandle.standardOutput.write(data)
         FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+
+    /// Audit appends, each written and made durable (fdatasync) before the next, as an
+    /// action's is before its result returns: events per second, on this disk.
+    static func benchmarkAudit(iterations: Int) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stockade-bench-audit-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = try AuditLog(path: directory + "/audit.jsonl", signingKey: .init(), checkpointEvery: 100)
+        var entry = AuditEntry(session: "bench", kind: .action)
+        entry.tool = "exec"
+        entry.action = "exec git status --short"
+        entry.decision = "allow"
+        entry.rule = "allow-exec"
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<iterations { try log.append(entry) }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let object: [String: Any] = ["events": iterations, "seconds": seconds, "events_per_second": Double(iterations) / seconds, "checkpoint_every": 100]
+        FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) + Data("\n".utf8))
     }
 
     /// The validation layer alone: decisions for typical actions against a 50-rule

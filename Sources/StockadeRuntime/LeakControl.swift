@@ -1,0 +1,93 @@
+import Foundation
+import StockadePolicy
+import StockadeSecrets
+
+/// The leak guard as a policy's `secrets` section sets it up: the known values loaded
+/// by the supervisor (never passed into the sandbox), the rules, and what a leak does.
+public struct LeakControl: Sendable {
+    public let leakGuard: LeakGuard
+    public let action: SecretsPolicy.LeakAction
+
+    public init(leakGuard: LeakGuard, action: SecretsPolicy.LeakAction) {
+        self.leakGuard = leakGuard
+        self.action = action
+    }
+
+    /// Loads the values `policy` names. A variable that is not set, or a file that
+    /// cannot be read, holds nothing to protect and is skipped.
+    public static func make(_ policy: SecretsPolicy?, environment: [String: String]) -> LeakControl {
+        var secrets: [KnownSecret] = []
+        for source in policy?.known ?? [] {
+            switch source {
+            case .environment(let name):
+                if let value = environment[name], !value.isEmpty { secrets.append(KnownSecret(name: "env:\(name)", value: Array(value.utf8))) }
+            case .literal(let value):
+                secrets.append(KnownSecret(name: "literal", value: Array(value.utf8)))
+            case .file(let path):
+                let expanded = path.hasPrefix("~/") ? (environment["HOME"] ?? NSHomeDirectory()) + path.dropFirst(1) : path
+                guard let data = FileManager.default.contents(atPath: expanded), data.count <= 1 << 20 else { continue }
+                secrets += fileSecrets("file:\(path)", data: [UInt8](data))
+            }
+        }
+        let leakGuard = LeakGuard(secrets: secrets, credentialRules: policy?.patterns ?? true, entropy: policy?.entropy ?? true)
+        return LeakControl(leakGuard: leakGuard, action: policy?.onLeak ?? .redact)
+    }
+
+    /// A credentials file holds several values (`aws_secret_access_key = ...`,
+    /// `host:port:db:user:password`): each value of eight bytes or more is a secret of
+    /// its own, and so is the whole file when it is short.
+    static func fileSecrets(_ name: String, data: [UInt8]) -> [KnownSecret] {
+        var secrets: [KnownSecret] = []
+        let text = String(decoding: data, as: UTF8.self)
+        for line in text.split(whereSeparator: \.isNewline) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard !trimmed.hasPrefix("#"), !trimmed.hasPrefix("[") else { continue }
+            var values: [Substring] = []
+            if let equals = trimmed.firstIndex(of: "=") {
+                values.append(trimmed[trimmed.index(after: equals)...])
+            } else if trimmed.contains(":") {
+                values += trimmed.split(separator: ":")
+            } else {
+                values.append(Substring(trimmed))
+            }
+            for value in values {
+                let cleaned = value.trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\"'")))
+                if cleaned.utf8.count >= 8 { secrets.append(KnownSecret(name: name, value: Array(cleaned.utf8))) }
+            }
+        }
+        let whole = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if whole.utf8.count >= 8 && whole.utf8.count <= 4096 { secrets.append(KnownSecret(name: name, value: Array(whole.utf8))) }
+        return secrets
+    }
+
+    /// What leaves toward an agent (output, a file read, a response): terminal escapes
+    /// that act on the reader stripped, then the leaks handled per the policy.
+    public func outgoing(_ bytes: [UInt8]) -> Outgoing {
+        let stripped = TerminalEscapes.strip(bytes)
+        switch action {
+        case .alert:
+            return Outgoing(bytes: stripped.bytes, findings: leakGuard.scan(stripped.bytes), withheld: false, escapes: stripped.removed)
+        case .redact:
+            let redacted = leakGuard.redact(stripped.bytes)
+            return Outgoing(bytes: redacted.text, findings: redacted.findings, withheld: false, escapes: stripped.removed)
+        case .block:
+            let findings = leakGuard.scan(stripped.bytes)
+            return Outgoing(bytes: findings.isEmpty ? stripped.bytes : [], findings: findings, withheld: !findings.isEmpty, escapes: stripped.removed)
+        }
+    }
+
+    public struct Outgoing: Sendable {
+        public var bytes: [UInt8]
+        public var findings: [LeakFinding]
+        /// True when `block` withheld the whole text.
+        public var withheld: Bool
+        /// Terminal escape sequences removed.
+        public var escapes: Int
+
+        /// The rules that found something, each once.
+        public var rules: [String] {
+            var seen = Set<String>()
+            return findings.map(\.rule).filter { seen.insert($0).inserted }
+        }
+    }
+}
