@@ -92,6 +92,7 @@ let package = Package(
         .testTarget(name: "StockadeSandboxTests", dependencies: [
             "StockadeRuntime", "StockadeServer", "StockadeIsolation", "StockadeSystem", "StockadeCore",
             "StockadeNetwork", "StockadeAudit", "StockadeSecrets",
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
     ]
 )

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-BENCH, PYTHON = sys.argv[1], sys.argv[2]
+BENCH, PYTHON = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 MEGABYTES = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 PEER_MEGABYTES = int(sys.argv[4]) if len(sys.argv) > 4 else 4
 

@@ -90,10 +90,18 @@ public struct AuditEntry: Codable, Equatable, Sendable {
             Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(milliseconds % 1000))
     }
 
-    /// `text` cut to `limit` characters, saying so.
-    static func cut(_ text: String?, _ limit: Int = 1000) -> String? {
-        guard let text, text.count > limit else { return text }
-        return String(text.prefix(limit)) + "…[cut]"
+    /// `text` cut to about `limit` bytes of UTF-8 (on a character boundary), saying so:
+    /// a line stays small whatever the characters (combining marks included).
+    static func cut(_ text: String?, _ limit: Int = 2000) -> String? {
+        guard let text, text.utf8.count > limit else { return text }
+        var result = ""
+        var bytes = 0
+        for scalar in text.unicodeScalars {
+            bytes += String(scalar).utf8.count
+            if bytes > limit { break }
+            result.unicodeScalars.append(scalar)
+        }
+        return result + "…[cut]"
     }
 }
 

@@ -32,7 +32,7 @@ public final class AuditLog: @unchecked Sendable {
         if !directory.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
-        fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else {
             throw StockadeError(.invalidArgument, "failed to open the audit log \(path): \(String(cString: strerror(errno))). Check audit.path in the policy and that its directory is writable")
         }
@@ -91,16 +91,17 @@ public final class AuditLog: @unchecked Sendable {
             throw StockadeError(.hostFacility, "failed to read the audit log \(path): \(String(cString: strerror(errno)))")
         }
         let size = status.st_size
+        if status.st_nlink == 0 {
+            throw StockadeError(.hostFacility, "failed to append to the audit log \(path): the file was removed or replaced while stockade had it open. Start stockade again to write the new file")
+        }
         guard size != knownSize else { return }
         lastHash = AuditEntry.genesis
         lastSeq = 0
         knownSize = 0
         guard size > 0 else { return }
-        let reader = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard reader >= 0 else {
-            throw StockadeError(.hostFacility, "failed to read the audit log \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(reader) }
+        // Read through the descriptor appended to: the file it names, even if the
+        // path has since been given to another (a rotated log).
+        let reader = fd
         let window = Int(min(size, 1 << 20))
         let whole = size <= off_t(window)
         var tail = [UInt8](repeating: 0, count: window)

@@ -22,7 +22,8 @@ public struct AuditVerification: Sendable {
     public var tornTail = false
     /// SHA-256 of the last entry: keep it elsewhere to prove later that nothing was cut.
     public var head = AuditEntry.genesis
-    /// Entries after the last signed checkpoint (nothing vouches for them but the chain).
+    /// Entries after the last signed checkpoint (nothing vouches for them but the chain,
+    /// which anyone who can write the file can recompute); all of them without a key.
     public var unsignedTail = 0
 }
 
@@ -30,7 +31,9 @@ public enum AuditVerifier {
     /// Checks the whole file at `path`: every line parses, numbers run 1, 2, 3, ...,
     /// every `prev` is the hash of the line before, and each checkpoint covers the
     /// entry before it and, given `key`, carries a valid signature by it.
-    public static func verify(path: String, key: Curve25519.Signing.PublicKey?) throws -> AuditVerification {
+    /// - Parameter knownHead: a head an earlier verify printed: the log must still hold
+    ///   that entry, unchanged.
+    public static func verify(path: String, key: Curve25519.Signing.PublicKey?, knownHead: String? = nil) throws -> AuditVerification {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw StockadeError(.invalidArgument, "failed to read the audit log \(path): it does not exist or cannot be read")
         }
@@ -45,6 +48,7 @@ public enum AuditVerifier {
         var expected: UInt64 = 1
         var open: [String] = []
         var sinceSigned = 0
+        var headFound = false
         let decoder = JSONDecoder()
         for (index, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast().enumerated() {
             let lineNumber = index + 1
@@ -79,7 +83,12 @@ public enum AuditVerifier {
                 guard let checkpoint = entry.checkpoint, checkpoint.through == entry.seq - 1 else {
                     return fail("checkpoint \(entry.seq) does not cover the entry before it")
                 }
-                if let key, let signature = checkpoint.signature {
+                if let key {
+                    // With a key, every checkpoint must be signed by it: dropping the
+                    // signatures must not turn a forged chain into a quiet pass.
+                    guard let signature = checkpoint.signature else {
+                        return fail("checkpoint \(entry.seq) carries no signature, but the log is checked against a key")
+                    }
                     guard checkpoint.key == keyID else {
                         return fail("checkpoint \(entry.seq) was signed by another key (\(checkpoint.key ?? "none"), not \(keyID ?? ""))")
                     }
@@ -100,11 +109,18 @@ public enum AuditVerifier {
             sinceSigned += 1
             result.entries += 1
             previousHash = AuditEntry.hash(line)
+            if previousHash == knownHead { headFound = true }
             expected += 1
+        }
+        if let knownHead, !headFound, knownHead != AuditEntry.genesis {
+            result.problem = "the head \(knownHead.prefix(16))… recorded earlier is no longer in the log: entries up to it were cut or rewritten"
         }
         result.openSessions = open
         result.head = previousHash
-        result.unsignedTail = sinceSigned
+        result.unsignedTail = key == nil ? result.entries : sinceSigned
+        if key != nil && result.entries > 0 && result.verifiedSignatures == 0 {
+            result.problem = "no checkpoint is signed by the key: nothing in the log is vouched for"
+        }
         return result
     }
 }

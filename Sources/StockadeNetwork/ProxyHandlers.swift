@@ -93,19 +93,20 @@ final class ProxyFrontHandler: ChannelDuplexHandler, RemovableChannelHandler {
             begin(context, head)
         case (.deciding, .body(let buffer)) where !requestEnded:
             pending.append(.body(.byteBuffer(buffer)))
-        case (.deciding, .end(let trailers)) where !requestEnded:
+        case (.deciding, .end) where !requestEnded:
+            // Trailers are dropped: headers after the body would pass the head's checks.
             requestEnded = true
-            pending.append(.end(trailers))
+            pending.append(.end(nil))
         case (.forwarding, .body(let buffer)) where !requestEnded:
             guard let upstream else { return }
             record?.update { $0.bytesSent += UInt64(buffer.readableBytes) }
             guard proxy.charge(bytes: buffer.readableBytes) else { return overQuota(context) }
             guard let passed = bodyGuard.pass(buffer, into: record, proxy: proxy) else { return leaked(context) }
             if let passed { upstream.write(HTTPClientRequestPart.body(.byteBuffer(passed)), promise: nil) }
-        case (.forwarding, .end(let trailers)) where !requestEnded:
+        case (.forwarding, .end) where !requestEnded:
             requestEnded = true
             if let rest = bodyGuard.finish() { upstream?.write(HTTPClientRequestPart.body(.byteBuffer(rest)), promise: nil) }
-            upstream?.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            upstream?.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         default:
             // A second request on this connection: the proxy answers one request per
             // connection (it says Connection: close) and ignores the rest.
@@ -447,7 +448,7 @@ struct BodyGuard {
     }
 
     /// What may go on now (nil inside: nothing yet), or nil outside when the body leaks.
-    mutating func pass(_ buffer: ByteBuffer, into record: ExchangeRecord?, proxy: EgressProxy) -> ByteBuffer?? {
+    mutating func pass(_ buffer: ByteBuffer, into record: ExchangeRecord?, proxy: EgressProxy?) -> ByteBuffer?? {
         guard stream != nil else { return .some(buffer) }
         let bytes = Array(buffer.readableBytesView)
         let findings = stream!.feed(bytes)
@@ -457,9 +458,17 @@ struct BodyGuard {
             if !alertOnly { return nil }
         }
         held += bytes
-        guard held.count > window else { return .some(nil) }
-        let out = ByteBuffer(bytes: held[0..<(held.count - window)])
-        held.removeFirst(held.count - window)
+        // The guard skips line breaks, so the window counts the other bytes: a secret
+        // padded with line breaks is still held back whole.
+        var kept = 0
+        var cut = held.count
+        while cut > 0 && kept < window {
+            cut -= 1
+            if held[cut] != 0x0A && held[cut] != 0x0D { kept += 1 }
+        }
+        guard cut > 0 else { return .some(nil) }
+        let out = ByteBuffer(bytes: held[0..<cut])
+        held.removeFirst(cut)
         return .some(out)
     }
 

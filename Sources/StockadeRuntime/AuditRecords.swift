@@ -7,10 +7,33 @@ import StockadePolicy
 /// The audit entries of runs and sessions, built from what they decided and did.
 public enum AuditRecords {
     /// The log a policy's `audit` section names (signed when it names a key), or nil.
-    public static func open(_ settings: AuditSettings?) throws -> AuditLog? {
+    /// - Parameter workspace: the sandbox's workspace on the host: neither the log nor
+    ///   the key may lie in it, where the sandboxed program could rewrite the one or
+    ///   read the other.
+    public static func open(_ settings: AuditSettings?, workspace: String? = nil) throws -> AuditLog? {
         guard let settings, let path = settings.path else { return nil }
+        if let workspace {
+            for (what, file) in [("audit.path", path), ("audit.signing_key", settings.signingKey)] {
+                guard let file, inside(file, workspace) else { continue }
+                throw StockadeError(.invalidPolicy, "failed to open the audit log: \(what) (\(file)) lies in the workspace (\(workspace)), where the sandbox could \(what == "audit.path" ? "rewrite it" : "read it"). Put it outside the workspace")
+            }
+        }
         let key = try settings.signingKey.map(AuditKeys.privateKey(at:))
         return try AuditLog(path: path, signingKey: key, checkpointEvery: settings.checkpointEvery ?? 100)
+    }
+
+    /// Whether `path` (resolved as far as it exists) lies in `directory`.
+    static func inside(_ path: String, _ directory: String) -> Bool {
+        var existing = path
+        var rest: [String] = []
+        while !FileManager.default.fileExists(atPath: existing), existing != "/", !existing.isEmpty {
+            rest.insert((existing as NSString).lastPathComponent, at: 0)
+            existing = (existing as NSString).deletingLastPathComponent
+        }
+        guard let resolved = realpath(existing.isEmpty ? "/" : existing, nil) else { return false }
+        defer { free(resolved) }
+        let full = ([String(cString: resolved)] + rest).joined(separator: "/")
+        return full == directory || full.hasPrefix(directory.hasSuffix("/") ? directory : directory + "/")
     }
 
     /// SHA-256 of a value's JSON with sorted keys.

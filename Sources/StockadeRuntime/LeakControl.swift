@@ -52,7 +52,8 @@ public struct LeakControl: Sendable {
             }
             for value in values {
                 let cleaned = value.trimmingCharacters(in: CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\"'")))
-                if cleaned.utf8.count >= 8 { secrets.append(KnownSecret(name: name, value: Array(cleaned.utf8))) }
+                // Values beyond 4 KiB are not credentials; they would only swell the automaton.
+                if cleaned.utf8.count >= 8 && cleaned.utf8.count <= 4096 { secrets.append(KnownSecret(name: name, value: Array(cleaned.utf8))) }
             }
         }
         let whole = text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -60,19 +61,24 @@ public struct LeakControl: Sendable {
         return secrets
     }
 
+    /// The rules that guess (a random-looking token, `password = ...`): on file contents
+    /// they only note, since an agent that writes redacted source back would corrupt it.
+    static let heuristicRules: Set<String> = ["high-entropy", "password-assignment"]
+
     /// What leaves toward an agent (output, a file read, a response): terminal escapes
     /// that act on the reader stripped, then the leaks handled per the policy.
-    public func outgoing(_ bytes: [UInt8]) -> Outgoing {
-        let stripped = TerminalEscapes.strip(bytes)
+    /// - Parameter fileContent: the text is a file's (heuristic findings only noted).
+    public func outgoing(_ bytes: [UInt8], fileContent: Bool = false) -> Outgoing {
+        let stripped = fileContent ? (bytes: bytes, removed: 0) : TerminalEscapes.strip(bytes)
+        let findings = leakGuard.scan(stripped.bytes)
+        let acted = fileContent ? findings.filter { !Self.heuristicRules.contains($0.rule) } : findings
         switch action {
         case .alert:
-            return Outgoing(bytes: stripped.bytes, findings: leakGuard.scan(stripped.bytes), withheld: false, escapes: stripped.removed)
+            return Outgoing(bytes: stripped.bytes, findings: findings, withheld: false, escapes: stripped.removed)
         case .redact:
-            let redacted = leakGuard.redact(stripped.bytes)
-            return Outgoing(bytes: redacted.text, findings: redacted.findings, withheld: false, escapes: stripped.removed)
+            return Outgoing(bytes: LeakGuard.apply(acted, to: stripped.bytes), findings: findings, withheld: false, escapes: stripped.removed)
         case .block:
-            let findings = leakGuard.scan(stripped.bytes)
-            return Outgoing(bytes: findings.isEmpty ? stripped.bytes : [], findings: findings, withheld: !findings.isEmpty, escapes: stripped.removed)
+            return Outgoing(bytes: acted.isEmpty ? stripped.bytes : [], findings: findings, withheld: !acted.isEmpty, escapes: stripped.removed)
         }
     }
 

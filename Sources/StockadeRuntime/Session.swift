@@ -73,7 +73,7 @@ public final class Session: @unchecked Sendable {
         self.workspaceFiles = plan.workspace.map { WorkspaceFiles(root: $0.hostPath, hiddenEntries: $0.hiddenEntries) }
         let leaks = LeakControl.make(policyGuard.policy.secrets, environment: options.callerEnvironment)
         self.leaks = leaks
-        let audit = try options.auditLog ?? AuditRecords.open(policyGuard.policy.audit)
+        let audit = try options.auditLog ?? AuditRecords.open(policyGuard.policy.audit, workspace: plan.workspace?.hostPath)
         self.audit = audit
         var proxy: EgressProxy?
         if plan.network == .proxy, let network = policyGuard.policy.network {
@@ -237,7 +237,7 @@ public final class Session: @unchecked Sendable {
         case .readFile:
             let read = try files().read(opened!, limit: options.maxReadBytes)
             result.path = opened!.relativePath
-            result.content = outgoing(read.bytes, into: &result)
+            result.content = outgoing(read.bytes, fileContent: true, into: &result)
             result.contentTruncated = read.truncated
         case .listFiles:
             let hidden = hiddenGlobs
@@ -249,6 +249,11 @@ public final class Session: @unchecked Sendable {
             if entries.count > WorkspaceFiles.maximumEntries {
                 entries.removeLast(entries.count - WorkspaceFiles.maximumEntries)
                 result.contentTruncated = true
+            }
+            // A name is a channel too (`touch "$(cat token)"`).
+            for index in entries.indices {
+                let name = outgoing(Array(entries[index].name.utf8), fileContent: true, into: &result)
+                entries[index].name = String(decoding: name, as: UTF8.self)
             }
             result.entries = entries
             result.path = base
@@ -286,7 +291,9 @@ public final class Session: @unchecked Sendable {
             switch outcome {
             case .success(let response):
                 result.httpStatus = response.status
-                result.httpHeaders = response.headers.map { HTTPHeader(name: $0.name, value: $0.value) }
+                result.httpHeaders = response.headers.map { header in
+                    HTTPHeader(name: header.name, value: String(decoding: outgoing(Array(header.value.utf8), into: &result), as: UTF8.self))
+                }
                 result.content = outgoing(response.body, into: &result)
                 result.contentTruncated = response.truncated
             case .failure(let refusal):
@@ -309,8 +316,8 @@ public final class Session: @unchecked Sendable {
 
     /// Text on its way to the agent, through the leak guard; what it found goes into
     /// the result (and the audit log).
-    private func outgoing(_ bytes: [UInt8], into result: inout ActionResult) -> [UInt8] {
-        let handled = leaks.outgoing(bytes)
+    private func outgoing(_ bytes: [UInt8], fileContent: Bool = false, into result: inout ActionResult) -> [UInt8] {
+        let handled = leaks.outgoing(bytes, fileContent: fileContent)
         for rule in handled.rules where !result.leaks.contains(rule) { result.leaks.append(rule) }
         if handled.escapes > 0 { result.escapesRemoved += handled.escapes }
         if handled.withheld {

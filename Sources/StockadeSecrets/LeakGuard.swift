@@ -66,7 +66,12 @@ public struct LeakGuard: Sendable {
     /// `text` with each leak replaced by `[REDACTED:rule]`, and the findings.
     public func redact(_ text: [UInt8]) -> (text: [UInt8], findings: [LeakFinding]) {
         let findings = scan(text)
-        guard !findings.isEmpty else { return (text, []) }
+        return (Self.apply(findings, to: text), findings)
+    }
+
+    /// `text` with each of `findings` replaced by `[REDACTED:rule]`.
+    public static func apply(_ findings: [LeakFinding], to text: [UInt8]) -> [UInt8] {
+        guard !findings.isEmpty else { return text }
         var output: [UInt8] = []
         output.reserveCapacity(text.count)
         var position = 0
@@ -77,7 +82,7 @@ public struct LeakGuard: Sendable {
             position = finding.range.upperBound
         }
         output += text[position...]
-        return (output, findings)
+        return output
     }
 
     /// Overlapping findings folded, known secrets first, then rules, then entropy.

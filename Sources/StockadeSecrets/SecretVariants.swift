@@ -38,7 +38,11 @@ enum SecretVariants {
         result.append(("url", percent(value, everything: false, upper: true)))
         result.append(("json", json(value)))
         var seen = Set<[UInt8]>()
-        return result.filter { _, bytes in bytes.count >= minimumLength && seen.insert(bytes).inserted }
+        // The raw value counts at any length the policy gave (a short password is still
+        // the password); encoded cores only from `minimumLength`.
+        return result.filter { encoding, bytes in
+            (bytes.count >= minimumLength || encoding == "raw") && seen.insert(bytes).inserted
+        }
     }
 
     static let standardAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)

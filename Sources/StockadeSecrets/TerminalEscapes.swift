@@ -5,6 +5,17 @@
 public enum TerminalEscapes {
     /// `bytes` without OSC 52 and OSC 8 sequences, and how many were removed.
     public static func strip(_ bytes: [UInt8]) -> (bytes: [UInt8], removed: Int) {
+        // Again until nothing changes: removing one sequence can join an ESC before it
+        // to a "]52;" after it into a new one.
+        var current = (bytes: bytes, removed: 0)
+        while true {
+            let pass = stripOnce(current.bytes)
+            if pass.removed == 0 { return current }
+            current = (pass.bytes, current.removed + pass.removed)
+        }
+    }
+
+    static func stripOnce(_ bytes: [UInt8]) -> (bytes: [UInt8], removed: Int) {
         // The 8-bit forms (0x9D, 0x9C) are left alone: in UTF-8 text those bytes are
         // parts of ordinary characters, and terminals reading UTF-8 ignore them.
         guard bytes.contains(0x1B) else { return (bytes, 0) }

@@ -250,6 +250,10 @@ public enum StockadeMCP {
             if result.contentTruncated { text += "\n[only the first \(entries.count) entries]" }
             structured["entries"] = .array(entries.map { .object(["name": .string($0.name), "type": .string($0.type), "size": .int(Int($0.size))]) })
         }
+        if !result.leaks.isEmpty {
+            structured["leaks"] = .array(result.leaks.map { .string($0) })
+            text += result.withheld ? "\n[\(result.message)]" : "\n[the leak guard found \(result.leaks.joined(separator: ", ")); redacted where it says [REDACTED:...]]"
+        }
         return CallTool.Result(content: [.text(text: text, annotations: nil, _meta: nil)], structuredContent: .object(structured), isError: result.isError)
     }
 

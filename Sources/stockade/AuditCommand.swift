@@ -37,15 +37,28 @@ struct AuditVerifyCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The public key (from 'stockade audit keygen') the checkpoints must be signed by.", valueName: "file"))
     var key: String?
 
+    @Flag(name: .long, help: "Fail unless the log ends in a checkpoint signed by the key (entries after the last one could have been forged by anyone who can write the file).")
+    var strict = false
+
+    @Option(name: .long, help: ArgumentHelp("A head printed by an earlier verify: fail unless that entry is still in the log, unchanged (proves nothing before it was cut or rewritten).", valueName: "sha256"))
+    var head: String?
+
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
     @Argument(help: ArgumentHelp("The audit log (JSON Lines).", valueName: "file"))
     var file: String
 
+    func validate() throws {
+        if strict && key == nil { throw ValidationError("--strict needs --key: only signatures can vouch for the end of the log") }
+    }
+
     func run() throws {
         let publicKey = try key.map(AuditKeys.publicKey(at:))
-        let result = try AuditVerifier.verify(path: file, key: publicKey)
+        var result = try AuditVerifier.verify(path: file, key: publicKey, knownHead: head)
+        if result.valid && strict && result.unsignedTail > 0 {
+            result.problem = "the last \(result.unsignedTail) entries come after the last signed checkpoint (--strict)"
+        }
         if json {
             let object: [String: Any] = [
                 "valid": result.valid, "problem": result.problem as Any? ?? NSNull(), "entries": result.entries,
@@ -62,8 +75,8 @@ struct AuditVerifyCommand: ParsableCommand {
             } else {
                 lines.append("\(file): \(result.entries) entries, chain intact; head \(result.head)")
                 lines.append("checkpoints: \(result.checkpoints), \(result.verifiedSignatures) signatures verified\(publicKey == nil && result.checkpoints > 0 ? " (give --key to check them)" : "")")
-                if result.unsignedTail > 0 && result.verifiedSignatures > 0 {
-                    lines.append("note: the last \(result.unsignedTail) entries come after the last signed checkpoint")
+                if result.unsignedTail > 0 {
+                    lines.append("note: \(publicKey == nil ? "without --key nothing is vouched for by a signature" : "the last \(result.unsignedTail) entries come after the last signed checkpoint; anyone who can write the file could have written them (--strict fails on this)")")
                 }
             }
             if result.tornTail { lines.append("note: the last line is torn (a writer was killed while writing it); it is ignored") }
@@ -169,7 +182,7 @@ enum AuditExport {
     static func csv(_ field: String) -> String {
         // Cells a spreadsheet would run as a formula are quoted with a leading '.
         var value = field
-        if let first = value.first, "=+-@".contains(first) { value = "'" + value }
+        if let first = value.first, "=+-@\t\r\u{FF1D}\u{FF0B}\u{FF0D}\u{FF20}".contains(first) { value = "'" + value }
         guard value.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) || value != field else { return value }
         return "\"" + value.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }

@@ -112,7 +112,7 @@ struct RunCommand: ParsableCommand {
                 ledger: ApprovalLedger())
             decision = authorization.verdict
             approver = authorization.approver
-            audit = try AuditRecords.open(effective.audit)
+            audit = try AuditRecords.open(effective.audit, workspace: plan.workspace?.hostPath)
             try audit?.append(AuditRecords.start(session: auditSession, policy: effective, plan: plan))
             guard authorization.allowed else {
                 try audit?.append(AuditRecords.action(

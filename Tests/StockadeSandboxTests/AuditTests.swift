@@ -83,6 +83,42 @@ import Testing
         #expect(result.problem?.contains(expected) == true, "\(attack): \(result.problem ?? "valid")")
     }
 
+    /// Someone who can write the file but has no key: rewrites an entry, recomputes the
+    /// whole chain, and drops the signatures it cannot make.
+    @Test("a rewritten chain without signatures fails verification against the key")
+    func forgedChain() throws {
+        let (path, key, directory) = try Self.makeLog()
+        defer { Harness.remove(directory) }
+        var previous = AuditEntry.genesis
+        var forged: [String] = []
+        for line in try Self.lines(path) {
+            var entry = try JSONDecoder().decode(AuditEntry.self, from: Data(line.utf8))
+            if entry.seq == 3 { entry.decision = "allow" }
+            entry.checkpoint?.signature = nil
+            entry.prev = previous
+            let bytes = try entry.line()
+            previous = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+            forged.append(String(decoding: bytes, as: UTF8.self))
+        }
+        try Self.write(forged, to: path)
+        let withKey = try AuditVerifier.verify(path: path, key: key.publicKey)
+        #expect(!withKey.valid && withKey.problem?.contains("carries no signature") == true, "\(withKey.problem ?? "valid")")
+        // Without a key only the chain is checked: it holds, and nothing is vouched for.
+        let withoutKey = try AuditVerifier.verify(path: path, key: nil)
+        #expect(withoutKey.valid && withoutKey.unsignedTail == withoutKey.entries)
+    }
+
+    @Test("a head recorded earlier proves that nothing up to it was cut or rewritten")
+    func knownHead() throws {
+        let (path, key, directory) = try Self.makeLog()
+        defer { Harness.remove(directory) }
+        let head = try AuditVerifier.verify(path: path, key: key.publicKey).head
+        #expect(try AuditVerifier.verify(path: path, key: key.publicKey, knownHead: head).valid)
+        try Self.write(Array(try Self.lines(path).dropLast()), to: path)
+        let cut = try AuditVerifier.verify(path: path, key: key.publicKey, knownHead: head)
+        #expect(!cut.valid && cut.problem?.contains("no longer in the log") == true, "\(cut.problem ?? "valid")")
+    }
+
     @Test("a log cut at a line boundary still chains, and shows the session that has no end")
     func truncation() throws {
         let (path, key, directory) = try Self.makeLog()

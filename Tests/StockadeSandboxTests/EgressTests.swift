@@ -1,6 +1,8 @@
 import Foundation
-import StockadeNetwork
+import NIOCore
+@testable import StockadeNetwork
 import StockadePolicy
+import StockadeSecrets
 import StockadeRuntime
 import Testing
 
@@ -283,7 +285,25 @@ extension SandboxSuite {
 
         /// Request smuggling: bytes after the one request a connection carries, or a body
         /// stripped of its framing, would reach the host as a request no rule saw.
-        @Test("nothing beyond the one relayed request reaches the host", arguments: ["pipelined", "connection-strips-length", "upgrade"])
+        @Test("the body's hold-back keeps every byte of a secret padded with line breaks until the guard has seen it")
+        func holdBack() {
+            let secret = Array("tok_9fQ2xLm7Vb3Nc8Kd1Wz".utf8)
+            var bodyGuard = BodyGuard(LeakGuard(secrets: [KnownSecret(name: "literal", value: secret)], credentialRules: false, entropy: false), alertOnly: false)
+            var forwarded: [UInt8] = []
+            var caught = false
+            for byte in secret {
+                let chunk = ByteBuffer(bytes: [byte] + [UInt8](repeating: 0x0A, count: 100))
+                guard let passed = bodyGuard.pass(chunk, into: nil, proxy: nil) else {
+                    caught = true
+                    break
+                }
+                if let passed { forwarded += passed.readableBytesView }
+            }
+            #expect(caught)
+            #expect(forwarded.filter { $0 != 0x0A }.isEmpty, "\(forwarded.filter { $0 != 0x0A }.count) bytes of the secret left first")
+        }
+
+        @Test("nothing beyond the one relayed request reaches the host", arguments: ["pipelined", "connection-strips-length", "upgrade", "trailer"])
         func smuggling(attack: String) throws {
             let fixture = try EgressFixture.get()
             let (proxy, port) = try fixture.hostProxy(try fixture.policy(hosts: ["allowed.test"]))
@@ -297,6 +317,8 @@ extension SandboxSuite {
                     + "POST http://\(authority)/second HTTP/1.1\r\nHost: \(authority)\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n" + smuggled
             case "connection-strips-length":
                 request = "POST http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\nConnection: content-length\r\nContent-Length: \(smuggled.utf8.count)\r\n\r\n" + smuggled
+            case "trailer":
+                request = "POST http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Smuggled: after-the-checks\r\n\r\n"
             default:
                 request = "GET http://\(authority)/first HTTP/1.1\r\nHost: \(authority)\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n" + smuggled
             }
@@ -308,6 +330,9 @@ extension SandboxSuite {
             case "connection-strips-length":
                 // The body is there, framed by its length: the host reads it as a body.
                 #expect(recorded.lowercased().contains("content-length: \(smuggled.utf8.count)"), "\(recorded)")
+            case "trailer":
+                // Trailers come after the head's checks: they are dropped.
+                #expect(recorded.contains("hello") && !recorded.contains("X-Smuggled"), "\(recorded)")
             default:
                 #expect(recorded.contains("/first") && !recorded.contains("smuggled") && !recorded.contains("/second"), "\(recorded)")
             }

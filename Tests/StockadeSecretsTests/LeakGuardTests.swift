@@ -126,6 +126,20 @@ func encodings(of text: [UInt8]) -> [(String, [UInt8])] {
         }
     }
 
+    @Test("a short secret the policy names is found raw")
+    func shortSecret() {
+        let short = LeakGuard(secrets: [KnownSecret(name: "literal", value: Array("hunter2".utf8))], credentialRules: false, entropy: false)
+        #expect(short.scan(Array("echo hunter2".utf8)).count == 1)
+    }
+
+    @Test("removing one escape sequence cannot assemble another")
+    func nestedEscapes() {
+        let input = Array("a\u{1B}\u{1B}]8;;\u{07}]52;c;ZXZpbA==\u{07}b".utf8)
+        let stripped = TerminalEscapes.strip(input)
+        #expect(!String(decoding: stripped.bytes, as: UTF8.self).contains("]52;"), "\(stripped.bytes)")
+        #expect(stripped.removed == 2)
+    }
+
     @Test("redaction replaces exactly the leaks, naming the rule")
     func redaction() {
         let text = Array("key=\(String(decoding: corpusSecrets[0].value, as: UTF8.self)) token ghp_16C7e42F292c6912E7710c838347Ae178B4a ok".utf8)
