@@ -3,6 +3,7 @@ import Foundation
 import StockadeAudit
 import StockadeCore
 import StockadePolicy
+import StockadeSecrets
 
 /// The audit entries of runs and sessions, built from what they decided and did.
 public enum AuditRecords {
@@ -69,8 +70,14 @@ public enum AuditRecords {
         return entry
     }
 
+    /// `text` with leaks redacted, for the log.
+    static func redacted(_ text: String, _ leakGuard: LeakGuard?) -> String {
+        guard let leakGuard else { return text }
+        return String(decoding: leakGuard.redact(Array(text.utf8)).text, as: UTF8.self)
+    }
+
     /// The entry of a session's action.
-    public static func action(session: String, action: Action?, result: ActionResult) -> AuditEntry {
+    public static func action(session: String, action: Action?, result: ActionResult, redactedBy leakGuard: LeakGuard? = nil) -> AuditEntry {
         var outcome = AuditResult(performed: result.performed)
         outcome.exitCode = result.exitCode
         outcome.signal = result.signal
@@ -86,19 +93,19 @@ public enum AuditRecords {
         outcome.labels = result.labels
         outcome.leaks = result.leaks.isEmpty ? nil : result.leaks
         return Self.action(
-            session: session, action: action, summary: result.action, decision: result.decision, rule: result.rule,
-            reason: result.message, approver: result.approvedBy, result: outcome)
+            session: session, action: action, summary: redacted(result.action, leakGuard), decision: result.decision, rule: result.rule,
+            reason: redacted(result.message, leakGuard), approver: result.approvedBy, result: outcome)
     }
 
     /// The entry of a one-shot run's command.
-    public static func run(session: String, action: Action, verdict: Verdict, approver: String?, result: RunResult) -> AuditEntry {
+    public static func run(session: String, action: Action, verdict: Verdict, approver: String?, result: RunResult, redactedBy leakGuard: LeakGuard? = nil) -> AuditEntry {
         var outcome = AuditResult(performed: true)
         outcome.exitCode = result.exitCode
         outcome.signal = result.signal
         outcome.limit = result.limit?.rawValue
         outcome.wallMilliseconds = result.wallMilliseconds
         return Self.action(
-            session: session, action: action, summary: action.description, decision: verdict.decision, rule: verdict.ruleID,
+            session: session, action: action, summary: redacted(action.description, leakGuard), decision: verdict.decision, rule: verdict.ruleID,
             reason: verdict.reason, approver: approver, result: outcome)
     }
 

@@ -163,7 +163,9 @@ public final class Session: @unchecked Sendable {
         let result = try performDecided(request, action: &decided)
         // On disk before the result is returned: a result whose record could not be
         // written is withheld.
-        try audit?.append(AuditRecords.action(session: id, action: decided, result: result))
+        // The log gets the action with its arguments through the leak guard (a secret in
+        // a command line would otherwise be kept forever); the digest covers them whole.
+        try audit?.append(AuditRecords.action(session: id, action: decided, result: result, redactedBy: leaks.leakGuard))
         return result
     }
 

@@ -100,6 +100,7 @@ struct RunCommand: ParsableCommand {
         let policyGuard = try PolicyGuard(judged)
         let effective = policyGuard.policy
         var audit: AuditLog?
+        var leaks: LeakControl?
         let auditSession = AuditRecords.newSessionID()
         var decision = policyGuard.decide(action)
         var approver: String?
@@ -113,10 +114,12 @@ struct RunCommand: ParsableCommand {
             decision = authorization.verdict
             approver = authorization.approver
             audit = try AuditRecords.open(effective.audit, workspace: plan.workspace?.hostPath)
+            if audit != nil || json { leaks = LeakControl.make(effective.secrets, environment: ProcessInfo.processInfo.environment) }
             try audit?.append(AuditRecords.start(session: auditSession, policy: effective, plan: plan))
             guard authorization.allowed else {
                 try audit?.append(AuditRecords.action(
-                    session: auditSession, action: action, summary: action.description, decision: .deny,
+                    session: auditSession, action: action,
+                    summary: String(decoding: leaks?.leakGuard.redact(Array(action.description.utf8)).text ?? Array(action.description.utf8), as: UTF8.self), decision: .deny,
                     rule: authorization.verdict.ruleID, reason: authorization.refusal, approver: authorization.approver, result: AuditResult(performed: false)))
                 try audit?.append(AuditRecords.end(session: auditSession, reason: "refused"))
                 try audit?.checkpoint(session: auditSession)
@@ -156,13 +159,20 @@ struct RunCommand: ParsableCommand {
             throw ExitCode(Stockade.exitStatus(for: error))
         }
         if let audit {
-            try audit.append(AuditRecords.run(session: auditSession, action: action, verdict: decision, approver: approver, result: result))
+            try audit.append(AuditRecords.run(session: auditSession, action: action, verdict: decision, approver: approver, result: result, redactedBy: leaks?.leakGuard))
             for event in result.egress { try audit.append(AuditRecords.egress(session: auditSession, event: event)) }
             try audit.append(AuditRecords.end(session: auditSession, reason: "exit \(result.exitCode)"))
             try audit.checkpoint(session: auditSession)
         }
         if json {
-            StandardStreams.out(JSONReport.result(result))
+            // Captured output goes through the leak guard, as a session's does; streamed
+            // output (without --json) goes to the terminal as it comes, unscanned.
+            var reported = result
+            if let leaks {
+                reported.stdout = leaks.outgoing(result.stdout).bytes
+                reported.stderr = leaks.outgoing(result.stderr).bytes
+            }
+            StandardStreams.out(JSONReport.result(reported))
         } else {
             // A weaker fence is said out loud, not only in --json's "degraded".
             if result.degraded.contains("landlock") {

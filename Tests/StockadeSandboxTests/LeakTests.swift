@@ -42,6 +42,36 @@ extension SandboxSuite {
             #expect(reversed.leaks.contains("known-secret"), "\(String(decoding: reversed.stdout, as: UTF8.self))")
         }
 
+        @Test("a secret in an action's arguments does not reach the audit log")
+        func auditRedacted() async throws {
+            let workspace = try Harness.temporaryDirectory()
+            let logs = try Harness.temporaryDirectory("audit")
+            defer {
+                Harness.remove(workspace)
+                Harness.remove(logs)
+            }
+            let policy = try PolicyLoader.parse(
+                "version: 1\nsecrets: {known: [\"env:STOCKADE_TEST_SECRET\"]}\naudit: {path: \(logs)/audit.jsonl}\n",
+                sourcePath: "policy.yaml", baseDirectory: "/")
+            let session = try await Session.start(policy: policy, options: SessionOptions(
+                workspace: workspace, callerEnvironment: ["STOCKADE_TEST_SECRET": Self.secret]))
+            _ = try await session.perform(.exec(["echo", Self.secret]))
+            session.close()
+            let log = try String(contentsOfFile: logs + "/audit.jsonl", encoding: .utf8)
+            #expect(!log.contains(Self.secret) && log.contains("[REDACTED:known-secret]"), "\(log)")
+            #expect(try AuditVerifier.verify(path: logs + "/audit.jsonl", key: nil).valid)
+        }
+
+        @Test("a policy that puts its audit log in the workspace fails to start")
+        func auditInWorkspace() async throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            let policy = try PolicyLoader.parse("version: 1\naudit: {path: \(workspace)/logs/audit.jsonl}\n", sourcePath: "policy.yaml", baseDirectory: "/")
+            await #expect(throws: StockadeError.self) {
+                _ = try await Session.start(policy: policy, options: SessionOptions(workspace: workspace))
+            }
+        }
+
         @Test("on_leak block withholds the output and says why; alert passes it and records")
         func blockAndAlert() async throws {
             let workspace = try Harness.temporaryDirectory()
