@@ -19,6 +19,28 @@ public enum OutputHandling: Sendable {
     case stream(standardOutput: Int32, standardError: Int32)
     /// Keep up to `maxBytesPerStream` of each stream in the result, and count the rest.
     case capture(maxBytesPerStream: Int)
+    /// Like `stream`, through a filter for each stream (the leak guard), which may hold
+    /// the last bytes back until it has seen what follows them.
+    case filteredStream(standardOutput: Int32, standardError: Int32, filters: OutputFilters)
+}
+
+/// Rewrites a stream of output on its way to the caller.
+public protocol OutputFilter: AnyObject {
+    /// What to pass on of `chunk` (and of bytes held back before).
+    func pass(_ chunk: [UInt8]) -> [UInt8]
+    /// What is still held back, at the end of the stream.
+    func finish() -> [UInt8]
+}
+
+/// One filter per stream. Used by one sandbox's relay thread only.
+public final class OutputFilters: @unchecked Sendable {
+    public let standardOutput: any OutputFilter
+    public let standardError: any OutputFilter
+
+    public init(standardOutput: any OutputFilter, standardError: any OutputFilter) {
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
 }
 
 /// What to connect to the command's standard input.

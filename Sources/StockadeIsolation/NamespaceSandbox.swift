@@ -225,6 +225,7 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         }
         if count == 0 {
             stream.closed = true
+            flush(&stream, isError: isError, deadline: deadline)
             return
         }
         var allowed = count
@@ -244,31 +245,46 @@ final class NamespaceSandbox: Sandbox, @unchecked Sendable {
         case .stream(let standardOutput, let standardError):
             if allowed < count { stream.truncated = true }
             guard !stream.relayBroken, allowed > 0 else { return }
-            let target = isError ? standardError : standardOutput
-            var offset = 0
-            while offset < allowed {
-                // A reader that stops reading must not suspend the limits: wait for room
-                // only until the wall deadline, then write at most PIPE_BUF bytes, which
-                // a pipe with room takes without blocking.
-                var waitFor = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
-                let timeout = deadline.map { Int32(clamping: $0 > Clock.now() ? $0 - Clock.now() : 0) } ?? -1
-                let ready = poll(&waitFor, 1, timeout)
-                if ready < 0 && errno == EINTR { continue }
-                if ready == 0 {
-                    end(for: .wall)
-                    stream.relayBroken = true
-                    break
-                }
-                let chunk = min(allowed - offset, 4096)
-                let written = buffer.withUnsafeBytes { write(target, $0.baseAddress! + offset, chunk) }
-                if written < 0 && errno == EINTR { continue }
-                if written <= 0 {
-                    // The reader went away: keep draining so the sandbox is not blocked.
-                    stream.relayBroken = true
-                    break
-                }
-                offset += written
+            write(Array(buffer[0..<allowed]), to: isError ? standardError : standardOutput, stream: &stream, deadline: deadline)
+        case .filteredStream(let standardOutput, let standardError, let filters):
+            if allowed < count { stream.truncated = true }
+            guard !stream.relayBroken, allowed > 0 else { return }
+            let filter = isError ? filters.standardError : filters.standardOutput
+            write(filter.pass(Array(buffer[0..<allowed])), to: isError ? standardError : standardOutput, stream: &stream, deadline: deadline)
+        }
+    }
+
+    /// At the end of a stream: what its filter still holds.
+    private func flush(_ stream: inout StreamState, isError: Bool, deadline: UInt64?) {
+        guard case .filteredStream(let standardOutput, let standardError, let filters) = output, !stream.relayBroken else { return }
+        let filter = isError ? filters.standardError : filters.standardOutput
+        write(filter.finish(), to: isError ? standardError : standardOutput, stream: &stream, deadline: deadline)
+    }
+
+    private func write(_ bytes: [UInt8], to target: Int32, stream: inout StreamState, deadline: UInt64?) {
+        var offset = 0
+        while offset < bytes.count {
+            // A reader that stops reading must not suspend the limits: wait for room
+            // only until the wall deadline, then write at most PIPE_BUF bytes, which
+            // a pipe with room takes without blocking.
+            var waitFor = pollfd(fd: target, events: Int16(POLLOUT), revents: 0)
+            let timeout = deadline.map { Int32(clamping: $0 > Clock.now() ? $0 - Clock.now() : 0) } ?? -1
+            let ready = poll(&waitFor, 1, timeout)
+            if ready < 0 && errno == EINTR { continue }
+            if ready == 0 {
+                end(for: .wall)
+                stream.relayBroken = true
+                break
             }
+            let chunk = min(bytes.count - offset, 4096)
+            let written = bytes.withUnsafeBytes { Glibc.write(target, $0.baseAddress! + offset, chunk) }
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 {
+                // The reader went away: keep draining so the sandbox is not blocked.
+                stream.relayBroken = true
+                break
+            }
+            offset += written
         }
     }
 

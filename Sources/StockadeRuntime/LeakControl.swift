@@ -1,4 +1,5 @@
 import Foundation
+import StockadeIsolation
 import StockadePolicy
 import StockadeSecrets
 
@@ -95,5 +96,69 @@ public struct LeakControl: Sendable {
             var seen = Set<String>()
             return findings.map(\.rule).filter { seen.insert($0).inserted }
         }
+    }
+}
+
+/// The leak guard over output streamed as it comes (`stockade run` without `--json`):
+/// the last bytes are held back until the guard has seen enough after them, so a known
+/// secret is redacted before any of it is written; the rest flows at once.
+public final class StreamRedactor: OutputFilter {
+    let control: LeakControl
+    var stream: LeakStream
+    var pending: [UInt8] = []
+    /// Where `pending` starts in the whole stream.
+    var pendingStart = 0
+    var open: [LeakFinding] = []
+    let window: Int
+    /// The rules that fired, each once.
+    public private(set) var rules: [String] = []
+
+    public init(_ control: LeakControl) {
+        self.control = control
+        stream = control.leakGuard.stream()
+        window = control.leakGuard.holdBack
+    }
+
+    public func pass(_ chunk: [UInt8]) -> [UInt8] {
+        for finding in stream.feed(chunk) {
+            open.append(finding)
+            if !rules.contains(finding.rule) { rules.append(finding.rule) }
+        }
+        pending += chunk
+        // Keep `window` bytes the guard counts (line breaks are not).
+        var kept = 0
+        var cut = pending.count
+        while cut > 0 && kept < window {
+            cut -= 1
+            if pending[cut] != 0x0A && pending[cut] != 0x0D { kept += 1 }
+        }
+        var end = pendingStart + cut
+        // A leak across the cut is complete (findings are): write it out redacted whole.
+        for finding in open where finding.range.lowerBound < end && finding.range.upperBound > end {
+            end = finding.range.upperBound
+        }
+        return emit(upTo: end)
+    }
+
+    public func finish() -> [UInt8] {
+        emit(upTo: pendingStart + pending.count)
+    }
+
+    private func emit(upTo end: Int) -> [UInt8] {
+        let count = end - pendingStart
+        guard count > 0 else { return [] }
+        let slice = Array(pending[0..<count])
+        let local = open.compactMap { finding -> LeakFinding? in
+            let lower = max(finding.range.lowerBound, pendingStart)
+            let upper = min(finding.range.upperBound, end)
+            guard lower < upper else { return nil }
+            return LeakFinding(rule: finding.rule, secret: finding.secret, encoding: finding.encoding, range: (lower - pendingStart)..<(upper - pendingStart))
+        }
+        open.removeAll { $0.range.upperBound <= end }
+        pending.removeFirst(count)
+        pendingStart = end
+        // Output that already streamed cannot be withheld: `block` redacts here too.
+        let out = control.action == .alert ? slice : LeakGuard.apply(local, to: slice)
+        return TerminalEscapes.strip(out).bytes
     }
 }

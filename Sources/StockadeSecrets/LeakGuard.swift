@@ -7,6 +7,13 @@ public struct LeakFinding: Equatable, Sendable {
     public let encoding: String?
     /// Byte offsets in the scanned text (absolute, for a stream).
     public let range: Range<Int>
+
+    public init(rule: String, secret: String?, encoding: String?, range: Range<Int>) {
+        self.rule = rule
+        self.secret = secret
+        self.encoding = encoding
+        self.range = range
+    }
 }
 
 /// The leak guard: known secret values in every spelling, credential formats, and
@@ -109,16 +116,18 @@ public struct LeakGuard: Sendable {
         var current = Int(state)
         let width = automaton.width
         automaton.transitions.withUnsafeBufferPointer { table in
-            automaton.classes.withUnsafeBufferPointer { classes in
+          automaton.classes.withUnsafeBufferPointer { classes in
+            automaton.outputStart.withUnsafeBufferPointer { outputStart in
                 for index in rulesFrom..<text.count {
                     let byte = text[index]
                     // Line breaks are not part of any spelling: a value wrapped over
                     // lines (base64 at 76 columns, a PEM body) is found whole.
                     if byte == 0x0A || byte == 0x0D { continue }
                     current = Int(table[current &* width &+ Int(classes[Int(byte)])])
-                    let outputs = automaton.outputs[current]
-                    if outputs.isEmpty { continue }
-                    for pattern in outputs {
+                    let first = Int(outputStart[current])
+                    let last = Int(outputStart[current &+ 1])
+                    if first == last { continue }
+                    for pattern in automaton.outputList[first..<last] {
                         let length = automaton.lengths[Int(pattern)]
                         let start = Self.start(of: length, endingAt: index, in: text)
                         switch patterns[Int(pattern)] {
@@ -134,6 +143,7 @@ public struct LeakGuard: Sendable {
                     }
                 }
             }
+          }
         }
         state = Int32(current)
         if entropy {

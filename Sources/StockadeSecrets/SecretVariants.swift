@@ -128,8 +128,11 @@ struct PatternAutomaton: Sendable {
     let width: Int
     /// transitions[state * width + column]
     let transitions: [Int32]
-    /// Patterns ending at each state (its own and its suffix links').
-    let outputs: [[Int32]]
+    /// Patterns ending at each state (its own and its suffix links'), flattened: those
+    /// of state `s` are `outputList[outputStart[s]..<outputStart[s + 1]]` (no nested
+    /// arrays to retain on the hot path).
+    let outputStart: [Int32]
+    let outputList: [Int32]
     let lengths: [Int]
 
     init(patterns: [[UInt8]]) {
@@ -189,7 +192,14 @@ struct PatternAutomaton: Sendable {
         self.classes = classes
         self.width = width
         self.transitions = table
-        self.outputs = outputs
+        var starts: [Int32] = [0]
+        var list: [Int32] = []
+        for state in outputs {
+            list += state
+            starts.append(Int32(list.count))
+        }
+        outputStart = starts
+        outputList = list
         lengths = patterns.map(\.count)
     }
 }

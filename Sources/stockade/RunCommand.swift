@@ -143,9 +143,17 @@ struct RunCommand: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &blocked, nil)
         signal(SIGPIPE, SIG_IGN)
 
+        // With a `secrets` section, streamed output goes through the leak guard too
+        // (it holds back the last bytes until it has seen what follows them).
+        var redactors: (StreamRedactor, StreamRedactor)?
+        if !json, effective.secrets != nil {
+            let control = leaks ?? LeakControl.make(effective.secrets, environment: ProcessInfo.processInfo.environment)
+            redactors = (StreamRedactor(control), StreamRedactor(control))
+        }
         let handling: OutputHandling = json
             ? .capture(maxBytesPerStream: Self.jsonCaptureBytes)
-            : .stream(standardOutput: STDOUT_FILENO, standardError: STDERR_FILENO)
+            : redactors.map { .filteredStream(standardOutput: STDOUT_FILENO, standardError: STDERR_FILENO, filters: OutputFilters(standardOutput: $0.0, standardError: $0.1)) }
+                ?? .stream(standardOutput: STDOUT_FILENO, standardError: STDERR_FILENO)
         let result: RunResult
         do {
             result = try Runner.run(
@@ -183,6 +191,10 @@ struct RunCommand: ParsableCommand {
             if result.degraded.contains("cgroups") && askedLimits {
                 StandardStreams.err("stockade: note: no usable cgroups here; memory and process limits fall back to rlimits (per process, not for the sandbox as a whole)\n")
             }
+        }
+        if let redactors {
+            let rules = Array(Set(redactors.0.rules + redactors.1.rules)).sorted()
+            if !rules.isEmpty { StandardStreams.err("stockade: the leak guard redacted output (\(rules.joined(separator: ", ")))\n") }
         }
         // What the proxy refused is said where the user looks, not only in --json.
         let refused = result.egress.filter { !$0.allowed && $0.rule != nil }
