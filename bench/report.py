@@ -129,6 +129,9 @@ print()
 print("| scanner | MiB/s | findings |")
 print("|---|---:|---:|")
 print(f"| stockade leak guard | {ours['mib_per_second']:.0f} | {ours['findings']} |")
+if "mib_per_second_without_entropy" in ours:
+    print(f"| stockade, known secrets and credential rules (no entropy) | {ours['mib_per_second_without_entropy']:.0f} | |")
+    print(f"| stockade, known secrets only | {ours['mib_per_second_known_secrets_only']:.0f} | |")
 print(f"| detect-secrets | {peer['mib_per_second']:.2f} | {peer['findings']} (of {peer['megabytes']} MiB) |")
 print()
 with open(os.path.join(out, "audit.json")) as handle:

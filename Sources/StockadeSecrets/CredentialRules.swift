@@ -134,47 +134,60 @@ enum CredentialRules {
 enum EntropyDetector {
     static let minimumLength = 24
 
-    static func tokenByte(_ byte: UInt8) -> Bool {
-        // '=' (base64 padding) is left out: it would join `name=value` into one token.
-        CredentialRules.isAlphanumeric(byte) || byte == 0x2B || byte == 0x2F || byte == 0x5F || byte == 0x2D
+    static func tokenByte(_ byte: UInt8) -> Bool { tokenTable[Int(byte)] }
+
+    /// Letters, digits, `+`, `/`, `_`, `-`. ('=', base64's padding, is left out: it would
+    /// join `name=value` into one token.)
+    static let tokenTable: [Bool] = (0..<256).map { value in
+        let byte = UInt8(value)
+        return CredentialRules.isAlphanumeric(byte) || byte == 0x2B || byte == 0x2F || byte == 0x5F || byte == 0x2D
     }
 
+    static let digestPrefixes: [[UInt8]] = ["sha256-", "sha384-", "sha512-"].map { Array($0.utf8) }
+
+    /// Whether a token (a maximal run of token bytes) looks random enough to report.
+    /// `counts` is 256 zeros on entry and on return.
+    @inline(__always)
+    static func looksRandom(_ token: UnsafeBufferPointer<UInt8>, counts: UnsafeMutableBufferPointer<Int32>) -> Bool {
+        let length = token.count
+        guard length >= minimumLength, length <= 512 else { return false }
+        // Subresource-integrity digests (sha512-...) are everywhere in lockfiles.
+        if token[0] == 0x73, digestPrefixes.contains(where: { token.starts(with: $0) }) { return false }
+        var upper = 0, lower = 0, digits = 0, hex = true
+        for byte in token {
+            if byte >= 0x41 && byte <= 0x5A { upper &+= 1; if byte > 0x46 { hex = false } }
+            else if byte >= 0x61 && byte <= 0x7A { lower &+= 1; if byte > 0x66 { hex = false } }
+            else if byte >= 0x30 && byte <= 0x39 { digits &+= 1 }
+            else if byte != 0x2D { hex = false }
+        }
+        // Cheap tests first; the entropy only for tokens that pass them.
+        guard !hex, upper >= 2, lower >= 2, digits >= 2 else { return false }
+        for byte in token { counts[Int(byte)] &+= 1 }
+        var entropy = 0.0
+        let total = Double(length)
+        for byte in token where counts[Int(byte)] > 0 {
+            let p = Double(counts[Int(byte)]) / total
+            entropy -= p * log2(p)
+            counts[Int(byte)] = 0
+        }
+        return entropy >= min(4.5, 0.85 * log2(total))
+    }
+
+    /// The random-looking tokens of `text` from `from` (the leak guard's own scan does
+    /// this in its automaton pass; this is the same on its own).
     static func findings(_ text: UnsafeBufferPointer<UInt8>, from: Int = 0) -> [Range<Int>] {
         var result: [Range<Int>] = []
-        var index = from
-        var counts = [Int](repeating: 0, count: 256)
-        while index < text.count {
-            guard tokenByte(text[index]) else {
-                index += 1
-                continue
-            }
-            let start = index
-            while index < text.count, tokenByte(text[index]) { index += 1 }
-            let length = index - start
-            guard length >= minimumLength, length <= 512 else { continue }
-            let token = UnsafeBufferPointer(rebasing: text[start..<index])
-            // Subresource-integrity and similar digests: sha256-..., sha512-...
-            if start >= 7, text[start - 1] == 0x2D || text[start] == 0x73 {
-                let before = String(decoding: UnsafeBufferPointer(rebasing: text[max(0, start - 7)..<min(text.count, start + 7)]), as: UTF8.self)
-                if before.contains("sha256-") || before.contains("sha384-") || before.contains("sha512-") { continue }
-            }
-            var upper = 0, lower = 0, digits = 0, hex = true
-            for byte in token {
-                counts[Int(byte)] += 1
-                if byte >= 0x41 && byte <= 0x5A { upper += 1; if byte > 0x46 { hex = false } }
-                else if byte >= 0x61 && byte <= 0x7A { lower += 1; if byte > 0x66 { hex = false } }
-                else if byte >= 0x30 && byte <= 0x39 { digits += 1 }
-                else if byte != 0x2D { hex = false }
-            }
-            var entropy = 0.0
-            for byte in token where counts[Int(byte)] > 0 {
-                let p = Double(counts[Int(byte)]) / Double(length)
-                entropy -= p * log2(p)
-                counts[Int(byte)] = 0
-            }
-            let threshold = min(4.5, 0.85 * log2(Double(length)))
-            if !hex, upper >= 2, lower >= 2, digits >= 2, entropy >= threshold {
-                result.append(start..<index)
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 256) { counts in
+            counts.initialize(repeating: 0)
+            var index = from
+            while index < text.count {
+                guard tokenTable[Int(text[index])] else {
+                    index &+= 1
+                    continue
+                }
+                let start = index
+                while index < text.count, tokenTable[Int(text[index])] { index &+= 1 }
+                if looksRandom(UnsafeBufferPointer(rebasing: text[start..<index]), counts: counts) { result.append(start..<index) }
             }
         }
         return result

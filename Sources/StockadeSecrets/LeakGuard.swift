@@ -115,42 +115,61 @@ public struct LeakGuard: Sendable {
         var findings: [LeakFinding] = []
         var current = Int(state)
         let width = automaton.width
-        automaton.transitions.withUnsafeBufferPointer { table in
-          automaton.classes.withUnsafeBufferPointer { classes in
-            automaton.outputStart.withUnsafeBufferPointer { outputStart in
-                for index in rulesFrom..<text.count {
-                    let byte = text[index]
-                    // Line breaks are not part of any spelling: a value wrapped over
-                    // lines (base64 at 76 columns, a PEM body) is found whole.
-                    if byte == 0x0A || byte == 0x0D { continue }
-                    current = Int(table[current &* width &+ Int(classes[Int(byte)])])
-                    let first = Int(outputStart[current])
-                    let last = Int(outputStart[current &+ 1])
-                    if first == last { continue }
-                    for pattern in automaton.outputList[first..<last] {
-                        let length = automaton.lengths[Int(pattern)]
-                        let start = Self.start(of: length, endingAt: index, in: text)
-                        switch patterns[Int(pattern)] {
-                        case .secret(let name, let encoding):
-                            if index + 1 + offset > reportFrom {
-                                findings.append(LeakFinding(rule: "known-secret", secret: name, encoding: encoding, range: (offset + start)..<(offset + index + 1)))
+        let entropy = self.entropy
+        // One pass: the automaton's step, and the token boundaries of the entropy
+        // detector (a token is judged when it ends).
+        EntropyDetector.tokenTable.withUnsafeBufferPointer { tokens in
+          withUnsafeTemporaryAllocation(of: Int32.self, capacity: 256) { counts in
+            counts.initialize(repeating: 0)
+            var tokenStart = -1
+            func judge(_ end: Int) {
+                if offset + end > reportFrom, EntropyDetector.looksRandom(UnsafeBufferPointer(rebasing: text[tokenStart..<end]), counts: counts) {
+                    findings.append(LeakFinding(rule: "high-entropy", secret: nil, encoding: nil, range: (offset + tokenStart)..<(offset + end)))
+                }
+                tokenStart = -1
+            }
+            automaton.transitions.withUnsafeBufferPointer { table in
+              automaton.classes.withUnsafeBufferPointer { classes in
+                automaton.outputStart.withUnsafeBufferPointer { outputStart in
+                    for index in rulesFrom..<text.count {
+                        let byte = text[index]
+                        if entropy {
+                            if tokens[Int(byte)] {
+                                if tokenStart < 0 { tokenStart = index }
+                            } else if tokenStart >= 0 {
+                                // Most tokens are words: too short to judge.
+                                if index &- tokenStart >= EntropyDetector.minimumLength { judge(index) } else { tokenStart = -1 }
                             }
-                        case .trigger(let rule):
-                            if let range = rules[rule].check(text, start, index + 1), offset + range.upperBound > reportFrom {
-                                findings.append(LeakFinding(rule: rules[rule].id, secret: nil, encoding: nil, range: (offset + range.lowerBound)..<(offset + range.upperBound)))
+                        }
+                        // Line breaks are not part of any spelling: a value wrapped over
+                        // lines (base64 at 76 columns, a PEM body) is found whole.
+                        if byte == 0x0A || byte == 0x0D { continue }
+                        current = Int(table[current &* width &+ Int(classes[Int(byte)])])
+                        let first = Int(outputStart[current])
+                        let last = Int(outputStart[current &+ 1])
+                        if first == last { continue }
+                        for pattern in automaton.outputList[first..<last] {
+                            let length = automaton.lengths[Int(pattern)]
+                            let start = Self.start(of: length, endingAt: index, in: text)
+                            switch patterns[Int(pattern)] {
+                            case .secret(let name, let encoding):
+                                if index + 1 + offset > reportFrom {
+                                    findings.append(LeakFinding(rule: "known-secret", secret: name, encoding: encoding, range: (offset + start)..<(offset + index + 1)))
+                                }
+                            case .trigger(let rule):
+                                if let range = rules[rule].check(text, start, index + 1), offset + range.upperBound > reportFrom {
+                                    findings.append(LeakFinding(rule: rules[rule].id, secret: nil, encoding: nil, range: (offset + range.lowerBound)..<(offset + range.upperBound)))
+                                }
                             }
                         }
                     }
                 }
+              }
             }
+            if entropy && tokenStart >= 0 { judge(text.count) }
           }
         }
         state = Int32(current)
-        if entropy {
-            for range in EntropyDetector.findings(text, from: rulesFrom) where offset + range.upperBound > reportFrom {
-                findings.append(LeakFinding(rule: "high-entropy", secret: nil, encoding: nil, range: (offset + range.lowerBound)..<(offset + range.upperBound)))
-            }
-        }
         return findings
     }
 
