@@ -72,6 +72,27 @@ static int move_high(int fd) {
     return moved;
 }
 
+/// A one-byte message with room for one descriptor (SCM_RIGHTS), both directions.
+struct fd_message {
+    char byte;
+    struct iovec vector;
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+};
+
+static void fd_message_init(struct fd_message *carrier, struct msghdr *message) {
+    memset(carrier, 0, sizeof(*carrier));
+    carrier->vector.iov_base = &carrier->byte;
+    carrier->vector.iov_len = 1;
+    memset(message, 0, sizeof(*message));
+    message->msg_iov = &carrier->vector;
+    message->msg_iovlen = 1;
+    message->msg_control = carrier->control.space;
+    message->msg_controllen = sizeof(carrier->control.space);
+}
+
 static void send_proxy_listener(int port, int channel) {
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (listener < 0) stockade_child_fail("open the egress bridge's socket", NULL, errno);
@@ -83,19 +104,9 @@ static void send_proxy_listener(int port, int channel) {
     if (bind(listener, (struct sockaddr *)&address, sizeof(address)) < 0)
         stockade_child_fail("bind the egress bridge to 127.0.0.1", NULL, errno);
     if (listen(listener, 256) < 0) stockade_child_fail("listen on the egress bridge", NULL, errno);
-    char byte = 0;
-    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
-    union {
-        struct cmsghdr header;
-        char space[CMSG_SPACE(sizeof(int))];
-    } control;
-    memset(&control, 0, sizeof(control));
+    struct fd_message carrier;
     struct msghdr message;
-    memset(&message, 0, sizeof(message));
-    message.msg_iov = &vector;
-    message.msg_iovlen = 1;
-    message.msg_control = control.space;
-    message.msg_controllen = sizeof(control.space);
+    fd_message_init(&carrier, &message);
     struct cmsghdr *header = CMSG_FIRSTHDR(&message);
     header->cmsg_level = SOL_SOCKET;
     header->cmsg_type = SCM_RIGHTS;
@@ -245,19 +256,9 @@ int stockade_pidfd_send_signal(int pidfd, int signal) {
 }
 
 int stockade_receive_fd(int socket) {
-    char byte = 0;
-    struct iovec vector = {.iov_base = &byte, .iov_len = 1};
-    union {
-        struct cmsghdr header;
-        char space[CMSG_SPACE(sizeof(int))];
-    } control;
-    memset(&control, 0, sizeof(control));
+    struct fd_message carrier;
     struct msghdr message;
-    memset(&message, 0, sizeof(message));
-    message.msg_iov = &vector;
-    message.msg_iovlen = 1;
-    message.msg_control = control.space;
-    message.msg_controllen = sizeof(control.space);
+    fd_message_init(&carrier, &message);
     ssize_t got;
     do {
         got = recvmsg(socket, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);

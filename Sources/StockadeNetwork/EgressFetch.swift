@@ -100,7 +100,7 @@ extension EgressProxy {
         }
         var headers = HopByHop.strip(HTTPHeaders(request.headers.map { ($0.name, $0.value) }))
         headers.remove(name: "host")
-        headers.add(name: "Host", value: (url.secure ? target.port == 443 : target.port == 80) ? hostHeader(target) : target.display)
+        headers.add(name: "Host", value: target.hostHeader(defaultPort: url.secure ? 443 : 80))
         for (name, value) in injectedHeaders(for: admission) {
             headers.remove(name: name)
             headers.add(name: name, value: value)
@@ -130,11 +130,6 @@ extension EgressProxy {
             record.update { $0.reason = refusal.reason }
             return .failure(refusal)
         }
-    }
-
-    private func hostHeader(_ target: EgressTarget) -> String {
-        if case .v6 = target.address { return "[\(target.host)]" }
-        return target.host
     }
 }
 

@@ -42,6 +42,13 @@ public struct EgressTarget: Equatable, Sendable {
         }
     }
 
+    /// The Host header for this target: the host alone on the scheme's default port.
+    func hostHeader(defaultPort: Int) -> String {
+        guard port == defaultPort else { return display }
+        if case .v6 = address { return "[\(host)]" }
+        return host
+    }
+
     /// `host:port`, with brackets around IPv6.
     public var display: String {
         if case .v6 = address { return "[\(host)]:\(port)" }

@@ -263,48 +263,9 @@ public final class Session: @unchecked Sendable {
             result.bytesWritten = try files().write(content, to: writeTarget!)
             result.path = writeTarget!.relativePath
         case .http(let method, let url, let headers, let body):
-            guard let proxy else {
-                result.performed = false
-                result.decision = .deny
-                result.rule = "network"
-                result.message = "denied: the policy grants no network (network: none); nothing was fetched. Add the host to network.allow"
-                result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
-                result.wallMilliseconds = Self.milliseconds(since: clock)
-                return result
-            }
-            // The request itself must not carry a secret out (URL, headers, body).
-            let outbound = leaks.leakGuard.scan(Array(url.utf8) + headers.flatMap { Array("\n\($0.key): \($0.value)".utf8) } + [0x0A] + body)
-            if !outbound.isEmpty {
-                let rules = Array(Set(outbound.map(\.rule))).sorted()
-                result.leaks = rules
-                if leaks.action != .alert {
-                    result.performed = false
-                    result.decision = .deny
-                    result.rule = "secrets"
-                    result.message = "denied by the leak guard (secrets): the request carries \(rules.joined(separator: ", ")); nothing was sent"
-                    result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
-                    result.wallMilliseconds = Self.milliseconds(since: clock)
-                    return result
-                }
-            }
-            let request = FetchRequest(
-                method: method, url: url, headers: headers.map { ($0.key, $0.value) }, body: body, maxResponseBytes: options.maxFetchBytes)
-            let outcome = try Blocking.run { await proxy.fetch(request) }
-            switch outcome {
-            case .success(let response):
-                result.httpStatus = response.status
-                result.httpHeaders = response.headers.map { header in
-                    HTTPHeader(name: header.name, value: String(decoding: outgoing(Array(header.value.utf8), into: &result), as: UTF8.self))
-                }
-                result.content = outgoing(response.body, into: &result)
-                result.contentTruncated = response.truncated
-            case .failure(let refusal):
-                // Refused by the network rules (or the host failed): nothing came back,
-                // and the label stays as it was.
-                result.performed = false
-                if refusal.kind == .denied { result.decision = .deny }
-                result.rule = refusal.rule
-                result.message = "\(refusal.kind == .denied ? "denied" : "failed"): \(refusal.rule.map { "\($0): " } ?? "")\(refusal.reason)"
+            guard try fetch(method: method, url: url, headers: headers, body: body, into: &result) else {
+                // Refused by the network rules or the leak guard (or the host failed):
+                // nothing came back, and the labels stay as they were.
                 result.labels = Label.allCases.filter(before.contains).map(\.rawValue)
                 result.wallMilliseconds = Self.milliseconds(since: clock)
                 return result
@@ -314,19 +275,6 @@ public final class Session: @unchecked Sendable {
         }
         finish(action, into: &result, from: before, clock: clock)
         return result
-    }
-
-    /// Text on its way to the agent, through the leak guard; what it found goes into
-    /// the result (and the audit log).
-    private func outgoing(_ bytes: [UInt8], fileContent: Bool = false, into result: inout ActionResult) -> [UInt8] {
-        let handled = leaks.outgoing(bytes, fileContent: fileContent)
-        for rule in handled.rules where !result.leaks.contains(rule) { result.leaks.append(rule) }
-        if handled.escapes > 0 { result.escapesRemoved += handled.escapes }
-        if handled.withheld {
-            result.withheld = true
-            result.message = "withheld by the leak guard (secrets: on_leak block): the output held \(handled.rules.joined(separator: ", "))"
-        }
-        return handled.bytes
     }
 
     /// The workspace's files, with this thread acting as the workspace owner (each

@@ -102,7 +102,8 @@ struct RunCommand: ParsableCommand {
         var audit: AuditLog?
         var leaks: LeakControl?
         let auditSession = AuditRecords.newSessionID()
-        var decision = policyGuard.decide(action)
+        // What the validation layer decided (set below, once, by the gate).
+        var decision: Verdict?
         var approver: String?
         if dryRun {
             StandardStreams.err("stockade: decision: \(policyGuard.decide(action))\n")
@@ -166,7 +167,7 @@ struct RunCommand: ParsableCommand {
             StandardStreams.err("stockade: \(error.message)\n")
             throw ExitCode(Stockade.exitStatus(for: error))
         }
-        if let audit {
+        if let audit, let decision {
             try audit.append(AuditRecords.run(session: auditSession, action: action, verdict: decision, approver: approver, result: result, redactedBy: leaks?.leakGuard))
             for event in result.egress { try audit.append(AuditRecords.egress(session: auditSession, event: event)) }
             try audit.append(AuditRecords.end(session: auditSession, reason: "exit \(result.exitCode)"))
