@@ -250,6 +250,46 @@ pid_t stockade_spawn(const struct stockade_spawn_config *config, int *pidfd) {
     return (pid_t)pid;
 }
 
+pid_t stockade_spawn_helper(const char *path, char *const *argv, char *const *envp, const int *stdio, int gate_fd,
+                            int *pidfd) {
+    int fd = -1;
+    struct stockade_clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&fd;
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0) return -errno;
+    if (pid == 0) {
+        // Only async-signal-safe calls from here to exec. No PR_SET_PDEATHSIG: it
+        // follows the calling thread, not the process; the caller's lifeline is a
+        // descriptor the helper's work depends on (the guest's session socket).
+        // Moved high first, so that placing one cannot overwrite another; then
+        // everything else is closed before waiting, so that this child holds no copy
+        // of another launch's pipes while it waits.
+        int high[4];
+        const int sources[4] = {stdio[0], stdio[1], stdio[2], gate_fd};
+        for (int i = 0; i < 4; i++) {
+            high[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, 10);
+            if (high[i] < 0) _exit(127);
+        }
+        for (int i = 0; i < 4; i++)
+            if (dup2(high[i], i) < 0) _exit(127);
+        if (syscall(SYS_close_range, 4U, ~0U, 0) < 0) _exit(127);
+        char byte;
+        ssize_t got;
+        do {
+            got = read(3, &byte, 1);
+        } while (got < 0 && errno == EINTR);
+        if (got != 1) _exit(127);
+        close(3);
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    *pidfd = fd;
+    return (pid_t)pid;
+}
+
 int stockade_pidfd_send_signal(int pidfd, int signal) {
     if (syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0) < 0) return -errno;
     return 0;

@@ -51,8 +51,13 @@ public final class GuestChannel: @unchecked Sendable {
     public static let protocolVersion: UInt32 = 1
     static let maximumFrame = 1 << 20
 
+    /// Receives an action's output as it arrives (true for stderr), on the channel's
+    /// reader thread; a sink that blocks holds the guest back.
+    public typealias OutputSink = @Sendable (_ isError: Bool, _ bytes: ArraySlice<UInt8>) -> Void
+
     private final class Pending: @unchecked Sendable {
         let capture: Int
+        var sink: OutputSink?
         var stdout: [UInt8] = []
         var stderr: [UInt8] = []
         var stdoutTruncated = false
@@ -112,9 +117,11 @@ public final class GuestChannel: @unchecked Sendable {
     /// Runs one command and waits for it to end.
     /// - Throws: `StockadeError(.notFound)` or `.notExecutable` when the command cannot
     ///   be started, `.startFailed` when the session has ended.
-    public func exec(_ request: GuestExec) throws -> GuestExecResult {
+    /// With `output`, the output goes to it instead of being kept in the result.
+    public func exec(_ request: GuestExec, output: OutputSink? = nil) throws -> GuestExecResult {
         let started = DispatchTime.now().uptimeNanoseconds
         let entry = Pending(capture: request.captureBytesPerStream)
+        entry.sink = output
         condition.lock()
         guard !closed else {
             condition.unlock()
@@ -306,7 +313,9 @@ public final class GuestChannel: @unchecked Sendable {
             guard payload.count >= 4 else { return false }
             guard let entry = pending[u32(0)] else { return true }
             let bytes = payload.dropFirst(4)
-            if type == 0x82 {
+            if let sink = entry.sink {
+                sink(type == 0x83, bytes)
+            } else if type == 0x82 {
                 let room = max(0, entry.capture - entry.stdout.count)
                 entry.stdout += bytes.prefix(room)
                 if bytes.count > room { entry.stdoutTruncated = true }

@@ -2,8 +2,9 @@ import Foundation
 
 /// Copies a host descriptor (a file, say) into the pipe that is the sandbox's standard
 /// input, so that the sandbox reads the data without holding the descriptor itself.
-/// The pipe end is non-blocking; `feed()` moves what fits and never waits.
-final class InputPump {
+/// The pipe end is non-blocking; `feed()` moves what fits and never waits. Used by one
+/// thread at a time.
+final class InputPump: @unchecked Sendable {
     let source: Int32
     let pipe: Int32
     private var pending: [UInt8] = []
@@ -39,6 +40,16 @@ final class InputPump {
                 return errno == EAGAIN
             }
             offset += written
+        }
+    }
+
+    /// Blocks until the pipe has room or its reader is gone; false if poll fails.
+    func waitWritable() -> Bool {
+        var ready = pollfd(fd: pipe, events: Int16(POLLOUT), revents: 0)
+        while true {
+            let count = poll(&ready, 1, -1)
+            if count < 0 && errno == EINTR { continue }
+            return count > 0
         }
     }
 

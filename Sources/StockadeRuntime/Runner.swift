@@ -14,28 +14,19 @@ public enum Runner {
         try PlanCompiler.compile(request)
     }
 
-    /// Only the namespaces tier exists in this version: a policy that asks for another
-    /// fails rather than running with weaker isolation than it named.
-    /// - Parameter what: what is being started, for the message ("the sandbox").
-    public static func checkTier(_ policy: PolicyDocument, starting what: String) throws {
-        guard let tier = policy.resolved().isolation?.tier, tier != .auto, tier != .namespaces else { return }
-        throw StockadeError(
-            .unsupported,
-            "failed to start \(what): the policy asks for isolation tier '\(tier.rawValue)', which this version of stockade does not have. Use 'namespaces' or 'auto'")
-    }
-
-    /// Runs a plan to completion on the namespaces tier. A non-zero exit and a limit
+    /// Runs a plan to completion on `tier`. A non-zero exit and a limit
     /// that ended the command are results; failures of stockade itself throw.
     ///
     /// A plan with `network: .proxy` gets an egress proxy for its lifetime, enforcing
     /// `network` (the policy's section; required then) with `egress`'s resolver and sink;
     /// its events are in the result.
     public static func run(
-        _ plan: SandboxPlan, input: InputHandling = .none, output: OutputHandling, forwardSignals: Bool = false,
-        network: NetworkPolicy? = nil, egress: EgressConfiguration = EgressConfiguration()
+        _ plan: SandboxPlan, tier: IsolationTier = .namespaces, input: InputHandling = .none, output: OutputHandling,
+        forwardSignals: Bool = false, network: NetworkPolicy? = nil, egress: EgressConfiguration = EgressConfiguration()
     ) throws -> RunResult {
+        let backend = try Tiers.backend(tier, forwardSignals: forwardSignals)
         guard plan.network == .proxy else {
-            return try NamespaceBackend(forwardSignals: forwardSignals).run(plan, input: input, output: output)
+            return try backend.run(plan, input: input, output: output)
         }
         guard let network, network.grantsAccess else {
             throw StockadeError(.invalidArgument, "failed to start the sandbox: its plan has the egress bridge but no network allowlist was given to enforce")
@@ -43,7 +34,7 @@ public enum Runner {
         // Made before the sandbox: a credential the policy injects but the host lacks
         // stops the run before anything starts.
         let proxy = try EgressProxy(policy: network, configuration: egress)
-        let sandbox = try NamespaceBackend(forwardSignals: forwardSignals).start(plan, input: input, output: output)
+        let sandbox = try backend.start(plan, input: input, output: output)
         do {
             guard let listener = sandbox.takeEgressListener() else {
                 throw StockadeError(.internalError, "failed to start the egress proxy: the sandbox has no bridge. This is a bug in stockade; please report it")

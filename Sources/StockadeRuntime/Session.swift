@@ -22,7 +22,9 @@ public final class Session: @unchecked Sendable {
     public let policy: PolicyDocument
     public let plan: SandboxPlan
     let policyGuard: PolicyGuard
-    let sandbox: NamespaceSession
+    let sandbox: any SessionSandbox
+    /// The tier the session runs on, and why.
+    public let tier: TierChoice
     let workspaceFiles: WorkspaceFiles?
     /// The workspace's hidden patterns, compiled once for listings.
     let hiddenGlobs: GlobSet
@@ -56,7 +58,6 @@ public final class Session: @unchecked Sendable {
     }
 
     init(policy: PolicyDocument, options: SessionOptions) throws {
-        try Runner.checkTier(policy, starting: "the session")
         self.id = (0..<8).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
         self.policy = policy
         self.options = options
@@ -66,6 +67,7 @@ public final class Session: @unchecked Sendable {
             command: ["/bin/sh"], policy: policy, workspace: options.workspace,
             callerEnvironment: options.callerEnvironment, currentDirectory: options.currentDirectory)
         self.plan = try PlanCompiler.compile(request)
+        self.tier = try Tiers.choose(flag: options.tier, policy: policy, plan: plan)
         let settings = policyGuard.policy.approval ?? ApprovalSettings()
         self.approver = options.approver ?? settings.makeApprover()
         self.approvalTimeout = settings.timeout
@@ -97,9 +99,9 @@ public final class Session: @unchecked Sendable {
             }
         }
         self.proxy = proxy
-        self.sandbox = try NamespaceBackend().startSession(plan)
+        self.sandbox = try Tiers.startSession(tier.tier, plan: plan)
         do {
-            try audit?.append(AuditRecords.start(session: id, policy: policyGuard.policy, plan: plan))
+            try audit?.append(AuditRecords.start(session: id, policy: policyGuard.policy, plan: plan, tier: tier.tier.rawValue))
         } catch {
             proxy?.shutdown()
             sandbox.close()

@@ -30,6 +30,8 @@ public struct SessionOptions: Sendable {
     public var maxFetchBytes: Int
     /// The audit log; nil: the one the policy's `audit` section names, if any.
     public var auditLog: AuditLog?
+    /// The isolation tier; nil: the policy's `isolation.tier`, else namespaces.
+    public var tier: IsolationSettings.Tier?
 
     public init(
         workspace: String? = nil, idleTimeout: Duration = .seconds(15 * 60), timeToLive: Duration = .seconds(4 * 3600),
@@ -37,9 +39,11 @@ public struct SessionOptions: Sendable {
         maxCapturedOutput: Int = 1 << 20,
         callerEnvironment: [String: String] = ProcessInfo.processInfo.environment,
         currentDirectory: String = FileManager.default.currentDirectoryPath,
-        egress: EgressConfiguration = EgressConfiguration(), maxFetchBytes: Int = 1 << 20, auditLog: AuditLog? = nil
+        egress: EgressConfiguration = EgressConfiguration(), maxFetchBytes: Int = 1 << 20, auditLog: AuditLog? = nil,
+        tier: IsolationSettings.Tier? = nil
     ) {
         self.auditLog = auditLog
+        self.tier = tier
         self.egress = egress
         self.maxFetchBytes = maxFetchBytes
         self.workspace = workspace

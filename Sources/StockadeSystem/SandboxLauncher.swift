@@ -58,7 +58,7 @@ public struct LaunchedSandbox: Sendable {
 /// write the uid/gid maps, move the child into its cgroups, release it, and wait until
 /// it either failed (and said why) or became stockade-init.
 public enum SandboxLauncher {
-    private static let launchLock = NSLock()
+    static let launchLock = NSLock()
 
     public static func launch(_ request: LaunchRequest) throws -> LaunchedSandbox {
         // One launch at a time per process. Between clone and exec a child holds a copy
@@ -390,5 +390,29 @@ struct CArena {
     mutating func free() {
         for pointer in allocations { Foundation.free(pointer) }
         allocations.removeAll()
+    }
+}
+
+/// Starts helper programs (runtimes such as runsc) as plain children.
+public enum HelperLauncher {
+    /// Starts `arguments[0]`'s program at `path` with `stdio` as fds 0-2 and nothing else
+    /// open. It waits for one byte on `gate` before it executes, so that the caller can
+    /// move it into a cgroup first. Returns its pid and a pidfd.
+    public static func spawn(path: String, arguments: [String], environment: [String], stdio: [Int32], gate: Int32) throws -> (pid: Int32, pidfd: Int32) {
+        precondition(stdio.count == 3)
+        var arena = CArena()
+        defer { arena.free() }
+        let argv = arena.stringArray(arguments)
+        let envp = arena.stringArray(environment)
+        let program = arena.string(path)
+        var pidfd: Int32 = -1
+        // One launch at a time, with the sandboxes' (see `SandboxLauncher.launch`).
+        SandboxLauncher.launchLock.lock()
+        defer { SandboxLauncher.launchLock.unlock() }
+        let pid = stdio.withUnsafeBufferPointer { stockade_spawn_helper(program, argv, envp, $0.baseAddress!, gate, &pidfd) }
+        guard pid > 0 else {
+            throw StockadeError(.startFailed, "failed to start \(path): \(errnoText(-pid))")
+        }
+        return (pid, pidfd)
     }
 }

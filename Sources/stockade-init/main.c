@@ -11,6 +11,10 @@
 //
 // Usage (by the supervisor only): stockade-init -- COMMAND [ARG...]
 //                                 stockade-init --session   (see session.c)
+//                                 stockade-init --session-stdio
+// The last is for runtimes that pass a sandbox only its standard streams (runsc): the
+// session socket arrives as fd 1 and is moved to fd 3; what arrives as fd 0 becomes the
+// first action's standard input (a one-shot run's), and 0 and 1 become /dev/null.
 // Plain C, linked statically: the sandbox root may hold no C library.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,7 +31,11 @@
 
 #define STATUS_FD 3
 
-int guest_session_main(int signals, const sigset_t *handled);
+int guest_session_main(int signals, const sigset_t *handled, int first_input);
+int guest_load_filter(const char *path);
+
+/// Where the gVisor tier's bundle puts the plan's system-call filter.
+#define COMMAND_FILTER_PATH "/.stockade/seccomp"
 
 static const int forwarded_signals[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
 
@@ -53,10 +61,30 @@ static void kill_everything(void) {
 }
 
 int main(int argc, char **argv) {
-    int session = argc == 2 && strcmp(argv[1], "--session") == 0;
+    int session_stdio = argc == 2 && strcmp(argv[1], "--session-stdio") == 0;
+    int session = session_stdio || (argc == 2 && strcmp(argv[1], "--session") == 0);
     if (!session && (argc < 3 || strcmp(argv[1], "--") != 0)) {
-        fprintf(stderr, "stockade-init: usage: stockade-init -- COMMAND [ARG...] | --session (started by stockade only)\n");
+        fprintf(stderr, "stockade-init: usage: stockade-init -- COMMAND [ARG...] | --session | --session-stdio (started by stockade only)\n");
         return 125;
+    }
+    int first_input = -1;
+    if (session_stdio) {
+        // In this order: /dev/null must not land on STATUS_FD before the socket does.
+        first_input = fcntl(0, F_DUPFD_CLOEXEC, 10);
+        int channel = first_input < 0 ? -1 : dup2(1, STATUS_FD);
+        int null = channel < 0 ? -1 : open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0) {
+            fprintf(stderr, "stockade-init: failed to set up the session channel on standard output: %s\n", strerror(errno));
+            return 125;
+        }
+        close(null);
+        // Runtimes that start us by path cannot install the filter around us: each
+        // command gets it instead. Without it, nothing runs.
+        int loaded = guest_load_filter(COMMAND_FILTER_PATH);
+        if (loaded < 0) {
+            fprintf(stderr, "stockade-init: failed to load the system-call filter %s: %s\n", COMMAND_FILTER_PATH, strerror(-loaded));
+            return 125;
+        }
     }
     // Not dumpable: processes of the sandbox cannot read our memory or environment
     // through /proc/1 or attach to us.
@@ -79,7 +107,7 @@ int main(int argc, char **argv) {
         report("exec-failed 5\n");
         return 125;
     }
-    if (session) return guest_session_main(signals, &handled);
+    if (session) return guest_session_main(signals, &handled, first_input);
 
     int exec_pipe[2];
     if (pipe2(exec_pipe, O_CLOEXEC) < 0) {

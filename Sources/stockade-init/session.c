@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -53,6 +54,49 @@ static struct action actions[MAX_ACTIONS];
 static int detached[MAX_DETACHED];
 static int detached_count;
 static uint8_t *inbox;
+/// The next action's standard input instead of /dev/null (once; -1 when none).
+static int first_input = -1;
+// The kernel's classic BPF program types (linux/filter.h, which musl does not ship).
+struct sock_filter {
+    uint16_t code;
+    uint8_t jt;
+    uint8_t jf;
+    uint32_t k;
+};
+struct sock_fprog {
+    unsigned short len;
+    struct sock_filter *filter;
+};
+#ifndef SECCOMP_MODE_FILTER
+#define SECCOMP_MODE_FILTER 2
+#endif
+
+/// The system-call filter each command gets before exec, when the runtime could not
+/// install it around stockade-init (gVisor); len 0 when none.
+static struct sock_fprog command_filter;
+
+int guest_load_filter(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    static struct sock_filter program[4096];
+    size_t total = 0;
+    while (total < sizeof(program)) {
+        ssize_t got = read(fd, (uint8_t *)program + total, sizeof(program) - total);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            int saved = errno;
+            close(fd);
+            return -saved;
+        }
+        if (got == 0) break;
+        total += (size_t)got;
+    }
+    close(fd);
+    if (total == 0 || total % sizeof(struct sock_filter) != 0 || total == sizeof(program)) return -EINVAL;
+    command_filter.len = (unsigned short)(total / sizeof(struct sock_filter));
+    command_filter.filter = program;
+    return 0;
+}
 static size_t inbox_length;
 
 static uint64_t now_ms(void) {
@@ -180,11 +224,16 @@ static void start(const struct guest_exec *exec, const sigset_t *handled) {
         sigemptyset(&empty);
         sigprocmask(SIG_SETMASK, &empty, NULL);
         int failure = 0;
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        int null = first_input >= 0 ? first_input : open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0) failure = errno;
         // Its own process group: a wall-time or output limit ends the whole action.
         if (!failure && setpgid(0, 0) < 0) failure = errno;
         if (!failure && chdir(exec->cwd) < 0) failure = errno;
+        // The filter last but one (exec itself must pass it).
+        if (!failure && command_filter.len > 0) {
+            if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &command_filter) < 0)
+                failure = errno;
+        }
         if (!failure && exec->cpu_ms > 0) {
             rlim_t seconds = ((rlim_t)exec->cpu_ms + 999) / 1000;
             struct rlimit limit = {.rlim_cur = seconds, .rlim_max = seconds + 1};
@@ -224,6 +273,10 @@ static void start(const struct guest_exec *exec, const sigset_t *handled) {
         _exit(127);
     }
     int fork_error = errno;
+    if (first_input >= 0) {
+        close(first_input);
+        first_input = -1;
+    }
     close(out[1]);
     close(err[1]);
     close(report[1]);
@@ -347,7 +400,8 @@ static void handle_frames(const sigset_t *handled) {
     inbox_length -= consumed;
 }
 
-int guest_session_main(int signals, const sigset_t *handled) {
+int guest_session_main(int signals, const sigset_t *handled, int input) {
+    first_input = input;
     fcntl(signals, F_SETFL, fcntl(signals, F_GETFL) | O_NONBLOCK);
     inbox = malloc(GUEST_MAX_FRAME + 4);
     if (inbox == NULL) return 125;

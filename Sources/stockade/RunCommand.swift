@@ -55,6 +55,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Output limit, stdout and stderr together (default 64M).", valueName: "size"))
     var output: String?
 
+    @Option(name: .long, help: ArgumentHelp("Isolation tier: namespaces, gvisor or auto (default: the policy's isolation.tier, else namespaces). See 'stockade doctor'.", valueName: "tier"))
+    var tier: IsolationSettings.Tier?
+
     @Flag(name: .long, help: "Print one JSON object with the result instead of streaming the output.")
     var json = false
 
@@ -93,7 +96,10 @@ struct RunCommand: ParsableCommand {
         if readOnly { judged.workspaceReadOnly = true }
         judged.hiddenPatterns += hide
         if !toolset.isEmpty { judged.toolset = toolset }
-        try Runner.checkTier(judged, starting: "the sandbox")
+        let choice = try Tiers.choose(flag: tier, policy: judged, plan: plan)
+        if dryRun || tier == .auto || judged.resolved().isolation?.tier == .auto {
+            StandardStreams.err("stockade: tier: \(choice.tier.rawValue) (\(choice.reason))\n")
+        }
 
         // The validation layer decides the command before anything starts.
         let action = Action.exec(argv: command, workingDirectory: plan.workingDirectory)
@@ -116,7 +122,7 @@ struct RunCommand: ParsableCommand {
             approver = authorization.approver
             audit = try AuditRecords.open(effective.audit, workspace: plan.workspace?.hostPath)
             if audit != nil || json { leaks = LeakControl.make(effective.secrets, environment: ProcessInfo.processInfo.environment) }
-            try audit?.append(AuditRecords.start(session: auditSession, policy: effective, plan: plan))
+            try audit?.append(AuditRecords.start(session: auditSession, policy: effective, plan: plan, tier: choice.tier.rawValue))
             guard authorization.allowed else {
                 try audit?.append(AuditRecords.action(
                     session: auditSession, action: action,
@@ -158,7 +164,8 @@ struct RunCommand: ParsableCommand {
         let result: RunResult
         do {
             result = try Runner.run(
-                plan, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true, network: effective.network)
+                plan, tier: choice.tier, input: .descriptor(STDIN_FILENO), output: handling, forwardSignals: true,
+                network: effective.network)
         } catch let error as StockadeError {
             _ = try? audit?.append(AuditRecords.end(session: auditSession, reason: "failed to start: \(error.message)"))
             try? audit?.checkpoint(session: auditSession)
@@ -235,4 +242,12 @@ struct RunCommand: ParsableCommand {
         }
         return value
     }
+}
+
+extension IsolationSettings.Tier: ExpressibleByArgument {
+    public init?(argument: String) {
+        self.init(rawValue: argument)
+    }
+
+    public static var allValueStrings: [String] { ["namespaces", "gvisor", "auto"] }
 }

@@ -144,6 +144,15 @@ struct stockade_child_error {
 /// (clone3, openat2, the new mount API and mount_setattr).
 pid_t stockade_spawn(const struct stockade_spawn_config *_Nonnull config, int *_Nonnull pidfd);
 
+/// Starts a helper program (a runtime such as runsc) as a plain child, without new
+/// namespaces: fds 0, 1 and 2 become `stdio[0..2]` and every other fd is closed. It waits until one byte arrives on
+/// `gate_fd` (so the caller can move it into a cgroup first; end of file means give up),
+/// then executes `path`. Returns the pid (and a pidfd in `*pidfd`), or -errno. A failed
+/// exec ends the child with status 127.
+pid_t stockade_spawn_helper(const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
+                            char *_Nullable const *_Nonnull envp, const int *_Nonnull stdio, int gate_fd,
+                            int *_Nonnull pidfd);
+
 /// Receives one descriptor sent with SCM_RIGHTS on `socket` (without waiting).
 /// Returns it (close-on-exec), or -errno (-EAGAIN when none is queued).
 int stockade_receive_fd(int socket);
