@@ -103,7 +103,7 @@ public enum HostSurvey {
         if paravirtual || !(flags.contains("vmx") || flags.contains("svm")) {
             return .init(
                 name: "kvm", usable: false,
-                detail: "/dev/kvm is \(paravirtual ? "paravirtual (kvm_pvm)" : "present") without hardware virtualization (no vmx/svm in the CPU flags): stock guest kernels do not boot on it, and runsc's kvm platform hangs")
+                detail: "/dev/kvm is \(paravirtual ? "paravirtual (kvm_pvm)" : "present") without hardware virtualization (no vmx/svm in the CPU flags): stock guest kernels do not boot on it, and stockade does not use runsc's kvm platform on it")
         }
         return .init(name: "kvm", usable: true, detail: "/dev/kvm with \(flags.contains("vmx") ? "Intel VT-x" : "AMD-V")")
     }

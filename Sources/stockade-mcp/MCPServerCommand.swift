@@ -42,6 +42,9 @@ struct MCPServerCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The address to listen on with --http (default 127.0.0.1; anything else exposes the sandbox's tools to the network).", valueName: "address"))
     var host = "127.0.0.1"
 
+    @Option(name: .long, help: ArgumentHelp("Isolation tier: namespaces, gvisor or auto (default: the policy's isolation.tier, else namespaces).", valueName: "tier"))
+    var tier: String?
+
     static func main() {
         do {
             var command = try parseAsRoot()
@@ -62,6 +65,12 @@ struct MCPServerCommand: ParsableCommand {
     func run() throws {
         let document = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
         var settings = SessionOptions(workspace: workspace)
+        if let tier {
+            guard let named = IsolationSettings.Tier(rawValue: tier), named != .microvm, named != .wasm else {
+                throw StockadeError(.invalidArgument, "failed to read --tier '\(tier)': expected namespaces, gvisor or auto")
+            }
+            settings.tier = named
+        }
         if let idleTimeout { settings.idleTimeout = .milliseconds(try Self.duration(idleTimeout, flag: "--idle-timeout")) }
         if let ttl { settings.timeToLive = .milliseconds(try Self.duration(ttl, flag: "--ttl")) }
         let (options, http, host) = (settings, http, host)

@@ -9,7 +9,7 @@ struct MCPCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mcp",
         abstract: "Serve run_command, read_file, write_file and list_files to an MCP client over stdio.",
-        discussion: "Flags: --policy FILE, --workspace DIR, --idle-timeout D, --ttl D. See 'stockade mcp --help'."
+        discussion: "Flags: --policy FILE, --workspace DIR, --tier T, --idle-timeout D, --ttl D. See 'stockade mcp --help'."
     )
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The flags of stockade-mcp.", valueName: "flags"))

@@ -22,14 +22,17 @@ struct ShellCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("The workspace (default: the policy's, else the current directory).", valueName: "dir"))
     var workspace: String?
 
+    @Option(name: .long, help: ArgumentHelp("Isolation tier: namespaces, gvisor or auto (default: the policy's isolation.tier, else namespaces).", valueName: "tier"))
+    var tier: IsolationSettings.Tier?
+
     func run() throws {
         let document = try policy.map { try PolicyLoader.load(contentsOf: $0) } ?? .default
-        let session = try Blocking.run { try await Session.start(policy: document, options: SessionOptions(workspace: workspace)) }
+        let session = try Blocking.run { try await Session.start(policy: document, options: SessionOptions(workspace: workspace, tier: tier)) }
         defer { session.close() }
         var directory = "/workspace"
         let interactive = isatty(STDIN_FILENO) == 1
         if interactive {
-            StandardStreams.err("stockade shell: session \(session.id); 'exit' ends it.\n")
+            StandardStreams.err("stockade shell: session \(session.id) on the \(session.tier.tier.rawValue) tier; 'exit' ends it.\n")
         }
         while true {
             if interactive { StandardStreams.err("stockade:\(directory)$ ") }

@@ -9,7 +9,10 @@ struct Stockade: ParsableCommand {
         commandName: "stockade",
         abstract: "Run the actions of LLM agents in a sandbox that holds against hostile code.",
         version: Stockade.version,
-        subcommands: [RunCommand.self, ShellCommand.self, MCPCommand.self, PolicyCommand.self, ToolsetCommand.self, AuditCommand.self]
+        subcommands: [
+            RunCommand.self, ShellCommand.self, MCPCommand.self, PolicyCommand.self, ToolsetCommand.self, AuditCommand.self,
+            DoctorCommand.self, RecommendCommand.self,
+        ]
     )
 
     /// The release this binary was built from.
