@@ -3,11 +3,12 @@
 # come from apt, and only when running as root; otherwise the missing ones are listed.
 #   scripts/install-deps.sh          build and test dependencies (libcurl: the MCP
 #                                    server links Foundation's networking; curl,
-#                                    openssl and iproute2: the egress tests)
+#                                    openssl and iproute2: the egress tests; runsc:
+#                                    the gvisor tier and its conformance run)
 #   scripts/install-deps.sh --bench  also the tools the benchmark compares against
 set -eu
 
-packages="libseccomp-dev libcurl4-openssl-dev gcc musl-tools make git python3 python3-venv util-linux passwd curl openssl ca-certificates iproute2"
+packages="libseccomp-dev libcurl4-openssl-dev gcc musl-tools make git python3 python3-venv util-linux passwd curl openssl ca-certificates iproute2 runsc"
 if [ "${1:-}" = "--bench" ]; then
     packages="$packages hyperfine bubblewrap firejail time tinyproxy"
 fi

@@ -216,6 +216,73 @@ async def network_checks(workspace, config):
         server.shutdown()
 
 
+def gvisor_processes():
+    """Host processes of stockade's gVisor sandboxes (runsc and its children)."""
+    return host_processes_containing(b"stockade-gvisor-")
+
+
+def host_processes_containing(fragment):
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if fragment in handle.read():
+                    count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def gvisor_checks(workspace, policy):
+    """The same MCP session on the gVisor tier (skipped, and said so, without runsc)."""
+    doctor = json.loads(subprocess.run([STOCKADE, "doctor", "--json", "--runs", "0"], capture_output=True, check=True).stdout)
+    tier = next(t for t in doctor["tiers"] if t["tier"] == "gvisor")
+    if not tier["available"]:
+        print(f"skip - gvisor tier: {tier['detail']}")
+        return
+    params = StdioServerParameters(command=STOCKADE, args=["mcp", "--tier", "gvisor", "--workspace", workspace, "--policy", policy])
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("run_command", {"argv": ["sh", "-c", "echo hello from $(hostname); uname -r"]})
+            check(not result.is_error and "hello from stockade" in text(result), "gvisor: a command runs in the sandbox")
+            # gVisor's kernel reports itself as Linux 4.4.0, whatever the host runs.
+            check("4.4.0" in text(result) and os.uname().release not in text(result), "gvisor: the kernel answering is gVisor's")
+            result = await session.call_tool("write_file", {"path": "gvisor.txt", "content": "from the agent\n"})
+            result = await session.call_tool("run_command", {"command": "cat gvisor.txt; echo kept > /tmp/state"})
+            check(text(result).count("from the agent") == 1, "gvisor: a written file is seen by commands")
+            result = await session.call_tool("run_command", {"argv": ["cat", "/tmp/state"]})
+            check("kept" in text(result), "gvisor: state lasts across calls")
+            result = await session.call_tool("read_file", {"path": ".env"})
+            check(result.is_error and "hidden" in text(result), "gvisor: a hidden file cannot be read")
+            result = await session.call_tool("run_command", {"argv": ["cat", ".env"]})
+            check("do-not-leak" not in text(result), "gvisor: a hidden file cannot be read by a command")
+            result = await session.call_tool("run_command", {"argv": ["sleep", "30"]})
+            check(result.is_error and "limit exceeded: wall time (2s)" in text(result), "gvisor: a limit ends the action and is named")
+            check(gvisor_processes() > 0, "gvisor: runsc runs the session")
+    for _ in range(50):
+        if gvisor_processes() == 0:
+            break
+        time.sleep(0.1)
+    check(gvisor_processes() == 0, "gvisor: closing the connection ends the sandbox")
+
+    # The supervisor killed with SIGKILL: runsc and its sandbox must not outlive it.
+    server = subprocess.Popen([STOCKADE, "mcp", "--tier", "gvisor", "--workspace", workspace, "--policy", policy],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    server.stdin.write((json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}) + "\n").encode())
+    server.stdin.flush()
+    server.stdout.readline()
+    check(gvisor_processes() > 0, "gvisor: a session runs under a supervisor about to be killed")
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    for _ in range(100):
+        if gvisor_processes() == 0:
+            break
+        time.sleep(0.1)
+    check(gvisor_processes() == 0, "gvisor: after SIGKILL of the supervisor nothing of the sandbox is left")
+
+
 def main():
     with tempfile.TemporaryDirectory() as workspace, tempfile.TemporaryDirectory() as config:
         with open(os.path.join(workspace, ".env"), "w") as handle:
@@ -231,6 +298,7 @@ def main():
         killed_supervisor(workspace, policy)
         asyncio.run(http_checks(workspace, policy))
         asyncio.run(network_checks(workspace, config))
+        asyncio.run(gvisor_checks(workspace, policy))
     print("all MCP end-to-end checks passed")
 
 
