@@ -9,6 +9,12 @@ public struct HostReport: Codable, Equatable, Sendable {
         public var name: String
         public var usable: Bool
         public var detail: String
+
+        public init(name: String, usable: Bool, detail: String) {
+            self.name = name
+            self.usable = usable
+            self.detail = detail
+        }
     }
 
     /// One tier: usable or not and why, and its start time where measured.
@@ -19,11 +25,24 @@ public struct HostReport: Codable, Equatable, Sendable {
         public var detail: String
         /// Median start-to-exit time of `/bin/true` in milliseconds, if measured.
         public var startMilliseconds: Double?
+
+        public init(tier: IsolationTier, available: Bool, detail: String, startMilliseconds: Double? = nil) {
+            self.tier = tier
+            self.available = available
+            self.detail = detail
+            self.startMilliseconds = startMilliseconds
+        }
     }
 
     public var kernel: String
     public var facilities: [Facility]
     public var tiers: [Tier]
+
+    public init(kernel: String, facilities: [Facility], tiers: [Tier]) {
+        self.kernel = kernel
+        self.facilities = facilities
+        self.tiers = tiers
+    }
 
     public func tier(_ tier: IsolationTier) -> Tier? { tiers.first { $0.tier == tier } }
 }

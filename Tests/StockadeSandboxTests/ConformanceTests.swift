@@ -271,3 +271,63 @@ extension Harness {
         }
     }
 }
+
+extension SandboxSuite {
+    @Suite("Tiers: bad input and missing facilities") struct TierBadInput {
+        @Test("an unknown tier is refused, naming the choices")
+        func unknownTier() throws {
+            let out = try Harness.stockade(["run", "--tier", "firecracker", "--", "true"])
+            #expect(out.status == 125)
+            #expect(out.stderr.contains("namespaces") && out.stderr.contains("gvisor") && out.stderr.contains("auto"), "\(out.stderr)")
+        }
+
+        @Test("a tier this version does not have fails before anything starts")
+        func missingTier() throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            try Harness.write("version: 1\nisolation: {tier: microvm}\n", to: workspace + "/policy.yaml")
+            let out = try Harness.stockade(["run", "--policy", workspace + "/policy.yaml", "--workspace", workspace, "--", "touch", "ran"])
+            #expect(out.status == 125)
+            #expect(out.stderr.contains("microvm") && out.stderr.contains("stockade doctor"), "\(out.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: workspace + "/ran"))
+        }
+
+        @Test("without runsc the gvisor tier fails closed and doctor says why")
+        func noRunsc() throws {
+            let environment = ["PATH": "/usr/bin:/bin", "STOCKADE_RUNSC": "/nonexistent/runsc"]
+            let out = try Harness.stockade(["run", "--tier", "gvisor", "--", "true"], environment: environment)
+            #expect(out.status == 125)
+            #expect(out.stderr.contains("/nonexistent/runsc"), "\(out.stderr)")
+            let doctor = try Harness.stockade(["doctor", "--json", "--runs", "0"], environment: environment)
+            #expect(doctor.status == 0)
+            let tiers = doctor.json["tiers"] as? [[String: Any]] ?? []
+            let gvisor = tiers.first { $0["tier"] as? String == "gvisor" }
+            #expect(gvisor?["available"] as? Bool == false)
+            #expect((gvisor?["detail"] as? String ?? "").contains("/nonexistent/runsc"))
+        }
+
+        @Test("the gvisor tier refuses a network grant it cannot enforce", .enabled(if: Conformance.gvisorAvailable, Conformance.gvisorSkipReason))
+        func gvisorNetwork() throws {
+            let workspace = try Harness.temporaryDirectory()
+            defer { Harness.remove(workspace) }
+            try Harness.write("version: 1\nextends: networked\nnetwork: {mode: allowlist, allow: [example.com]}\n", to: workspace + "/policy.yaml")
+            let out = try Harness.stockade(["run", "--tier", "gvisor", "--policy", workspace + "/policy.yaml", "--workspace", workspace, "--", "touch", "ran"])
+            #expect(out.status == 125)
+            #expect(out.stderr.contains("egress proxy"), "\(out.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: workspace + "/ran"))
+        }
+
+        @Test("doctor reports every tier and measures the available ones")
+        func doctor() throws {
+            let out = try Harness.stockade(["doctor", "--json", "--runs", "1"])
+            #expect(out.status == 0, "\(out.stderr)")
+            let tiers = out.json["tiers"] as? [[String: Any]] ?? []
+            #expect(Set(tiers.compactMap { $0["tier"] as? String }) == ["namespaces", "gvisor", "microvm", "wasm"])
+            for tier in tiers where tier["available"] as? Bool == true {
+                #expect((tier["startMilliseconds"] as? Double ?? 0) > 0, "\(tier)")
+            }
+            let facilities = (out.json["facilities"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+            #expect(Set(facilities).isSuperset(of: ["user namespaces", "seccomp", "landlock", "cgroups", "runsc", "kvm", "qemu"]))
+        }
+    }
+}
