@@ -32,6 +32,27 @@ print(f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, Linux {pla
 print()
 print(table("true", "Start-up: `/bin/true`"))
 print(table("find", "Syscall-heavy: `find /usr/lib -name '*.so'`"))
+skip = os.path.join(out, "gvisor-skip.txt")
+if os.path.exists(skip):
+    print("### gVisor tier")
+    print()
+    print("Skipped: stockade could not run its gvisor tier here: " + open(skip).read().strip().replace("\n", " "))
+    print()
+else:
+    print("### gVisor tier beside bare runsc")
+    print()
+    print("`runsc do` (the host's root read-only under a tmpfs overlay) against `stockade run --tier gvisor` "
+          "(the plan's bundle, the guest agent, the seccomp filter, cgroup limits), same runsc platform. "
+          "Target: stockade within 10% of bare runsc on every row.")
+    print()
+    print("| workload | bare (ms) | runsc do (ms) | stockade gvisor (ms) | stockade ÷ runsc |")
+    print("|---|---:|---:|---:|---:|")
+    for name, title in [("true", "`/bin/true`"), ("python", "CPU-bound Python loop"), ("find", "`find /usr/lib -name '*.so'`")]:
+        with open(os.path.join(out, f"gvisor-{name}.json")) as handle:
+            results = {r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(handle)["results"]}
+        ratio = results["stockade gvisor"] / results["runsc do"]
+        print(f"| {title} | {results['bare']:.1f} | {results['runsc do']:.1f} | {results['stockade gvisor']:.1f} | {ratio:.2f} |")
+    print()
 print("### In-process spawn (library call, no CLI start-up)")
 print()
 print("| what | median (ms) |")

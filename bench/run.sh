@@ -33,6 +33,24 @@ workload() { # name, command (one string, in shell-words quoting, as hyperfine -
 cd "$workspace"
 workload true /bin/true
 RUNS=$((RUNS / 4)) workload find "sh -c 'find /usr/lib -name \"*.so\" >/dev/null'"
+
+# The gVisor tier beside bare runsc (`runsc do`: the host's root read-only under a tmpfs
+# overlay, no network, the same platform) and bare exec, three workloads. Skipped, and
+# said so in the results, where runsc is missing or stockade cannot run it.
+if $STOCKADE run --tier gvisor -- /bin/true 2>"$OUT/gvisor-skip.txt"; then
+    rm -f "$OUT/gvisor-skip.txt"
+    platform=$($STOCKADE doctor --json --runs 0 | python3 -c 'import json,sys; print(next(f["detail"] for f in json.load(sys.stdin)["facilities"] if f["name"] == "runsc").rsplit("using ", 1)[1])')
+    RUNSC="runsc --network=none --ignore-cgroups --platform=$platform do"
+    GVISOR="$STOCKADE run --tier gvisor --workspace $workspace --"
+    gvisor_workload() { # name, command
+        hyperfine --runs "${GVISOR_RUNS:-30}" --warmup 3 -N --export-json "$OUT/gvisor-$1.json" \
+            -n bare "$2" -n "runsc do" "$RUNSC $2" -n "stockade gvisor" "$GVISOR $2" >"$OUT/gvisor-$1.txt" 2>&1 \
+            || { cat "$OUT/gvisor-$1.txt"; exit 1; }
+    }
+    gvisor_workload true /bin/true
+    gvisor_workload python "python3 -c 'sum(i * i for i in range(2000000))'"
+    gvisor_workload find "sh -c 'find /usr/lib -name \"*.so\" >/dev/null'"
+fi
 cd - >/dev/null
 
 # In-process spawn through the library (no CLI start-up) against a bare fork+exec.

@@ -1,7 +1,7 @@
 import StockadeCore
 
-/// The isolation tiers stockade knows. Only `.namespaces` is implemented so far; the
-/// others slot in beside it behind the same protocol.
+/// The isolation tiers stockade knows. `.namespaces` and `.gvisor` are implemented; the
+/// others slot in beside them behind the same protocol.
 public enum IsolationTier: String, Codable, Sendable, CaseIterable {
     case namespaces, gvisor, microvm, wasm
 }
