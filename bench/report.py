@@ -47,7 +47,7 @@ else:
     print()
     print("| workload | bare (ms) | runsc do (ms) | stockade gvisor (ms) | stockade ÷ runsc |")
     print("|---|---:|---:|---:|---:|")
-    for name, title in [("true", "`/bin/true`"), ("python", "CPU-bound Python loop"), ("find", "`find /usr/lib -name '*.so'`")]:
+    for name, title in [("true", "`/bin/true`"), ("python", "CPU-bound Python loop"), ("find", "`find /usr/lib/x86_64-linux-gnu -name '*.so*'`")]:
         with open(os.path.join(out, f"gvisor-{name}.json")) as handle:
             results = {r["command"]: statistics.median(r["times"]) * 1000 for r in json.load(handle)["results"]}
         ratio = results["stockade gvisor"] / results["runsc do"]
