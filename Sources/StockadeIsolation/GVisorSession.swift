@@ -232,7 +232,6 @@ final class GVisorSandbox: Sandbox, @unchecked Sendable {
     }
 
     func kill() {
-        session.end(for: .wall)
         session.close()
     }
 
