@@ -22,15 +22,17 @@ STOCKADE = sys.argv[1]
 MARKER = f"4000.{os.getpid()}"  # a sleep of this length marks the session's processes
 
 
-def host_processes(marker):
+def host_processes(marker, whole_argument=True):
+    """Host processes with `marker` as one argument (or, if not whole_argument, anywhere in the command line)."""
     count = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if marker.encode() in handle.read().split(b"\0"):
-                    count += 1
+                line = handle.read()
         except OSError:
-            pass
+            continue
+        if (marker.encode() in line.split(b"\0")) if whole_argument else (marker.encode() in line):
+            count += 1
     return count
 
 
@@ -218,19 +220,7 @@ async def network_checks(workspace, config):
 
 def gvisor_processes():
     """Host processes of stockade's gVisor sandboxes (runsc and its children)."""
-    return host_processes_containing(b"stockade-gvisor-")
-
-
-def host_processes_containing(fragment):
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if fragment in handle.read():
-                    count += 1
-        except OSError:
-            pass
-    return count
+    return host_processes("stockade-gvisor-", whole_argument=False)
 
 
 async def gvisor_checks(workspace, policy):

@@ -3,128 +3,6 @@ import Foundation
 import StockadeCore
 import StockadeSystem
 
-/// runsc as found on this host: where, which version, and the platform stockade uses.
-public struct GVisorRuntime: Equatable, Sendable {
-    public let path: String
-    public let version: String
-    /// The platforms this runsc build has (`runsc help platforms`).
-    public let platforms: [String]
-    /// The one stockade runs it with: `STOCKADE_GVISOR_PLATFORM` if set and built in,
-    /// else systrap where the build has it, else ptrace. Never kvm on its own: it needs
-    /// hardware virtualization, and hangs on paravirtual KVM.
-    public let platform: String
-
-    private static let cached = Mutex<Result<GVisorRuntime, StockadeError>?>(nil)
-
-    /// Finds runsc (`STOCKADE_RUNSC`, else the usual directories and `PATH`) and asks it
-    /// what it has. Cached for the process.
-    public static func locate() -> Result<GVisorRuntime, StockadeError> {
-        cached.withLock { cached in
-            if let cached { return cached }
-            let found = find()
-            cached = found
-            return found
-        }
-    }
-
-    private static func find() -> Result<GVisorRuntime, StockadeError> {
-        let environment = ProcessInfo.processInfo.environment
-        var candidates = ["/usr/sbin/runsc", "/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/local/sbin/runsc"]
-        candidates += (environment["PATH"] ?? "").split(separator: ":").map { "\($0)/runsc" }
-        if let explicit = environment["STOCKADE_RUNSC"], !explicit.isEmpty { candidates = [explicit] }
-        guard let path = candidates.first(where: { $0.hasPrefix("/") && FileManager.default.isExecutableFile(atPath: $0) }) else {
-            if let explicit = environment["STOCKADE_RUNSC"], !explicit.isEmpty {
-                return .failure(StockadeError(.hostFacility, "STOCKADE_RUNSC names \(explicit), which is not an executable file (an absolute path is needed)"))
-            }
-            return .failure(StockadeError(.hostFacility, "runsc is not installed (install the runsc package, or set STOCKADE_RUNSC to its path)"))
-        }
-        let version: String
-        let platforms: [String]
-        if let known = Answers.cached(for: path) {
-            (version, platforms) = (known.version, known.platforms)
-        } else {
-            guard let versionText = capture(path, ["--version"]), let first = versionText.split(separator: "\n").first else {
-                return .failure(StockadeError(.hostFacility, "\(path) did not answer --version; reinstall runsc"))
-            }
-            version = first.replacingOccurrences(of: "runsc version ", with: "")
-            platforms = (capture(path, ["help", "platforms"]) ?? "ptrace").split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            Answers.remember(Answers(version: version, platforms: platforms), for: path)
-        }
-        let platform: String
-        if let asked = environment["STOCKADE_GVISOR_PLATFORM"], !asked.isEmpty {
-            guard platforms.contains(asked) else {
-                return .failure(StockadeError(.hostFacility, "STOCKADE_GVISOR_PLATFORM asks for '\(asked)', which this runsc does not have (it has \(platforms.joined(separator: ", ")))"))
-            }
-            platform = asked
-        } else if platforms.contains("systrap") {
-            platform = "systrap"
-        } else if platforms.contains("ptrace") {
-            platform = "ptrace"
-        } else {
-            return .failure(StockadeError(.hostFacility, "this runsc has neither the systrap nor the ptrace platform (it has \(platforms.joined(separator: ", ")))"))
-        }
-        return .success(GVisorRuntime(path: path, version: version, platforms: platforms, platform: platform))
-    }
-
-    /// What runsc said about itself, kept beside the toolset cache: asking costs two
-    /// starts of a Go binary (about 50 ms) on every `stockade run`. Valid while the
-    /// binary's inode, size and change time are the same; trusted only from a file of
-    /// ours that nobody else may write.
-    struct Answers: Codable {
-        var version: String
-        var platforms: [String]
-        var binary: String = ""
-
-        static func signature(of path: String) -> String? {
-            var info = stat()
-            guard stat(path, &info) == 0 else { return nil }
-            return "\(path) \(info.st_dev) \(info.st_ino) \(info.st_size) \(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
-        }
-
-        static func file() -> String? {
-            guard let base = try? ToolsetCache.defaultBase(environment: ProcessInfo.processInfo.environment) else { return nil }
-            return base + "/runsc.json"
-        }
-
-        static func cached(for path: String) -> Answers? {
-            guard let file = file(), let signature = signature(of: path) else { return nil }
-            var info = stat()
-            guard lstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_uid == geteuid(), info.st_mode & 0o022 == 0,
-                  let data = FileManager.default.contents(atPath: file),
-                  let answers = try? JSONDecoder().decode(Answers.self, from: data), answers.binary == signature
-            else { return nil }
-            return answers
-        }
-
-        static func remember(_ answers: Answers, for path: String) {
-            guard let file = file(), let signature = signature(of: path) else { return }
-            var stamped = answers
-            stamped.binary = signature
-            let directory = (file as NSString).deletingLastPathComponent
-            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            guard let data = try? JSONEncoder().encode(stamped) else { return }
-            try? data.write(to: URL(fileURLWithPath: file), options: .atomic)
-            chmod(file, 0o600)
-        }
-    }
-
-    /// Standard output of a short-lived command, or nil when it failed.
-    static func capture(_ path: String, _ arguments: [String]) -> String? {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { return nil }
-        return String(decoding: data, as: UTF8.self)
-    }
-}
-
 /// The gVisor tier: the plan as an OCI bundle run by runsc, whose user-space kernel (the
 /// Sentry) answers the sandbox's system calls instead of the host's. stockade-init runs
 /// inside as the guest agent, over a socket passed as its standard output, so sessions
@@ -182,24 +60,19 @@ public struct GVisorBackend: IsolationBackend {
     /// Runs the plan's command once, in a new gVisor sandbox.
     public func start(_ plan: SandboxPlan, input: InputHandling, output: OutputHandling) throws -> any Sandbox {
         let started = Clock.now()
+        // runsc holds its own copy of the read end once started.
         var ends = PipeSet()
         defer { ends.closeAll() }
-        // Standard input as on the namespaces tier: pipes and sockets pass; /dev/null
-        // and terminals become /dev/null; anything else is pumped through a pipe.
         var standardInput: Int32 = -1
         var pump: InputPump?
-        switch input {
-        case .descriptor(let fd) where isatty(fd) == 0:
-            var info = stat()
-            let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
-            if kind == S_IFIFO || kind == S_IFSOCK {
-                standardInput = fd
-            } else if !(kind == S_IFCHR && info.st_rdev == (1 << 8 | 3)) {
-                let made = try ends.make()
-                standardInput = made.read
-                pump = InputPump(source: fd, pipe: ends.release(made.write))
-            }
-        case .none, .descriptor:
+        switch try StandardInput.connect(input) {
+        case .passed(let fd):
+            standardInput = fd
+        case .pumped(let read, let feeder):
+            ends.adopt(read)
+            standardInput = read
+            pump = feeder
+        case .null:
             break
         }
         let session: GVisorSession
@@ -293,87 +166,5 @@ public struct GVisorBackend: IsolationBackend {
         return GVisorSession(
             plan: plan, process: process, channel: guest, cgroup: cgroup, bundle: bundle, placeholders: placeholders,
             log: log, degraded: degraded)
-    }
-}
-
-/// A helper process (runsc) started by `stockade_spawn_helper`.
-final class HelperProcess: @unchecked Sendable {
-    let pid: Int32
-    let pidfd: Int32
-    private let lock = NSLock()
-    private var reaped = false
-
-    init(pid: Int32, pidfd: Int32) {
-        self.pid = pid
-        self.pidfd = pidfd
-    }
-
-    func signal(_ number: Int32) {
-        lock.lock()
-        defer { lock.unlock() }
-        if !reaped { _ = stockade_pidfd_send_signal(pidfd, number) }
-    }
-
-    /// Waits up to `milliseconds` for it to end by itself; true if it did.
-    func awaitExit(milliseconds: Int32) -> Bool {
-        var ready = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-        while true {
-            let count = poll(&ready, 1, milliseconds)
-            if count < 0 && errno == EINTR { continue }
-            return count > 0
-        }
-    }
-
-    /// Kills and reaps it. Idempotent.
-    func kill() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard !reaped else { return }
-        reaped = true
-        _ = stockade_pidfd_send_signal(pidfd, SIGKILL)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        close(pidfd)
-    }
-}
-
-/// Keeps the last few KiB of what runsc (and stockade-init) write to stderr, read on a
-/// thread of its own so that neither ever blocks on a full pipe.
-final class DiagnosticsLog: @unchecked Sendable {
-    private let lock = NSCondition()
-    private var text: [UInt8] = []
-    private var done = false
-    private static let keep = 8192
-
-    init(fd: Int32) {
-        let thread = Thread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 { break }
-                lock.lock()
-                text += buffer[0..<count]
-                if text.count > Self.keep { text.removeFirst(text.count - Self.keep) }
-                lock.unlock()
-            }
-            close(fd)
-            lock.lock()
-            done = true
-            lock.broadcast()
-            lock.unlock()
-        }
-        thread.name = "stockade-runsc-log"
-        thread.start()
-    }
-
-    /// What was said, once the writers are gone (or after 2 s), trimmed to its last lines.
-    func finish() -> String {
-        lock.lock()
-        let deadline = Date().addingTimeInterval(2)
-        while !done { if !lock.wait(until: deadline) { break } }
-        let said = String(decoding: text, as: UTF8.self)
-        lock.unlock()
-        return said.split(separator: "\n").suffix(3).joined(separator: " / ").trimmingCharacters(in: .whitespaces)
     }
 }

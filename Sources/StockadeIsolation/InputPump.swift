@@ -1,4 +1,5 @@
 import Foundation
+import StockadeSystem
 
 /// Copies a host descriptor (a file, say) into the pipe that is the sandbox's standard
 /// input, so that the sandbox reads the data without holding the descriptor itself.
@@ -55,5 +56,33 @@ final class InputPump: @unchecked Sendable {
 
     func close() {
         Glibc.close(pipe)
+    }
+}
+
+/// How a sandbox's standard input is connected; the same rule on every tier.
+///
+/// Pipes and sockets pass as they are. A terminal never does: it is how TIOCSTI
+/// injection and reads of the user's keystrokes happen. Anything else (a file, a
+/// directory, a device) is pumped through a pipe by the supervisor: the sandbox must not
+/// hold the descriptor itself, since /proc/self/fd/0 would reopen the host file for
+/// writing, and a directory fd is a way out of the root (CVE-2024-21626).
+enum StandardInput {
+    /// /dev/null: nothing given, a terminal, or /dev/null itself.
+    case null
+    /// The caller's pipe or socket, passed as it is (still the caller's).
+    case passed(Int32)
+    /// A new pipe: the sandbox reads `read` (the caller of `connect` owns it), `pump`
+    /// writes what the caller's descriptor holds.
+    case pumped(read: Int32, pump: InputPump)
+
+    static func connect(_ input: InputHandling) throws -> StandardInput {
+        guard case .descriptor(let fd) = input, isatty(fd) == 0 else { return .null }
+        var info = stat()
+        let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
+        if kind == S_IFIFO || kind == S_IFSOCK { return .passed(fd) }
+        if kind == S_IFCHR && info.st_rdev == (1 << 8 | 3) { return .null }  // makedev(1, 3)
+        var ends = PipeSet()
+        let made = try ends.make()
+        return .pumped(read: ends.release(made.read), pump: InputPump(source: fd, pipe: ends.release(made.write)))
     }
 }

@@ -83,3 +83,15 @@ extension IsolationBackend {
         try start(plan, input: input, output: output).wait()
     }
 }
+
+/// What a session runs its actions in, on any tier.
+public protocol SessionSandbox: AnyObject, Sendable {
+    var plan: SandboxPlan { get }
+    /// Protections this host could not give.
+    var degraded: [String] { get }
+    var isOpen: Bool { get }
+    func exec(_ request: GuestExec) throws -> GuestExecResult
+    /// The egress bridge's listener, handed over once (see `Sandbox`).
+    func takeEgressListener() -> Int32?
+    func close()
+}

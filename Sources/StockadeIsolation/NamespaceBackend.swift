@@ -101,32 +101,16 @@ public struct NamespaceBackend: IsolationBackend {
         }
         let stdoutPipe = try pipe()
         let stderrPipe = try pipe()
-        // Standard input. Pipes and sockets pass as they are. A terminal never does: it
-        // is how TIOCSTI injection and reads of the user's keystrokes happen. Anything
-        // else (a file, a directory, a device) is pumped through a pipe by the
-        // supervisor: the sandbox must not hold the descriptor itself, since
-        // /proc/self/fd/0 would reopen the host file for writing, and a directory fd is
-        // a way out of the root (CVE-2024-21626).
         var standardInput: Int32 = -1
         var pump: InputPump?
-        switch input {
-        case .descriptor(let fd) where isatty(fd) == 0:
-            var info = stat()
-            let kind = fstat(fd, &info) == 0 ? info.st_mode & S_IFMT : 0
-            if kind == S_IFIFO || kind == S_IFSOCK {
-                standardInput = fd
-            } else if kind == S_IFCHR && info.st_rdev == (1 << 8 | 3) {  // makedev(1, 3)
-                // /dev/null: the sandbox's own will do.
-                standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
-                childEnds.adopt(standardInput)
-            } else {
-                // Here the sandbox reads, and we write.
-                let made = try ourEnds.make()
-                childEnds.adopt(ourEnds.release(made.read))
-                standardInput = made.read
-                pump = InputPump(source: fd, pipe: ourEnds.release(made.write))
-            }
-        case .none, .descriptor:
+        switch try StandardInput.connect(input) {
+        case .passed(let fd):
+            standardInput = fd
+        case .pumped(let read, let feeder):
+            childEnds.adopt(read)
+            standardInput = read
+            pump = feeder
+        case .null:
             standardInput = open("/dev/null", O_RDONLY | O_CLOEXEC)
             childEnds.adopt(standardInput)
         }

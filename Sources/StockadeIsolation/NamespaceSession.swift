@@ -7,7 +7,7 @@ import StockadeSystem
 /// starts each command on request (`exec`). Memory and process limits hold for the
 /// session as a whole (its cgroup); wall time, CPU time and output for each action.
 /// Thread-safe.
-public final class NamespaceSession: @unchecked Sendable {
+public final class NamespaceSession: SessionSandbox, @unchecked Sendable {
     public let plan: SandboxPlan
     public let degraded: [String]
     private let launched: LaunchedSandbox

@@ -159,9 +159,7 @@ struct AuditExportCommand: ParsableCommand {
     func run() throws {
         let entries = try filter.entries()
         if format == "json" {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            StandardStreams.out(try encoder.encode(entries) + Data("\n".utf8))
+            try StandardStreams.json(entries)
             return
         }
         let header = ["seq", "time", "session", "kind", "tool", "action", "action_sha256", "decision", "rule", "reason", "approver", "exit_code", "limit", "host", "port", "allowed", "prev"]

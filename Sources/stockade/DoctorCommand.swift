@@ -30,10 +30,7 @@ struct DoctorCommand: ParsableCommand {
         let report = HostSurvey.survey(measure: runs > 0, runs: runs)
         if runs > 0 { Tiers.remember(report) }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            StandardStreams.out(try encoder.encode(report))
-            StandardStreams.out(Data("\n".utf8))
+            try StandardStreams.json(report)
             return
         }
         var text = "kernel \(report.kernel)\n\nfacilities\n"
@@ -45,57 +42,6 @@ struct DoctorCommand: ParsableCommand {
             let start = tier.startMilliseconds.map { String(format: "%7.1f ms", $0) } ?? (tier.available ? "       -  " : "          ")
             text += "  \(tier.available ? "yes " : "no  ") \(tier.tier.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0)) \(start)  \(tier.detail)\n"
         }
-        StandardStreams.out(Data(text.utf8))
-    }
-}
-
-/// `stockade recommend`: the article's three questions answered with a tier.
-struct RecommendCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "recommend",
-        abstract: "Recommend an isolation tier for how sensitive the data is, the latency budget and the audience.",
-        discussion: "Uses what 'stockade doctor' finds on this host (and its measured start times)."
-    )
-
-    @Option(name: .long, help: ArgumentHelp("How sensitive the data is: public, internal, pii or financial.", valueName: "kind"))
-    var data: String
-
-    @Option(name: .long, help: ArgumentHelp("Latency budget for starting a sandbox, e.g. 200ms or 1s.", valueName: "duration"))
-    var latency: String?
-
-    @Option(name: .long, help: ArgumentHelp("Who drives the agent: consumer, internal or enterprise.", valueName: "who"))
-    var audience: String
-
-    @Flag(name: .long, help: "Print one JSON object.")
-    var json = false
-
-    func run() throws {
-        guard let data = Recommendation.Data(rawValue: data) else {
-            throw StockadeError(.invalidArgument, "failed to read --data '\(self.data)': expected public, internal, pii or financial")
-        }
-        guard let audience = Recommendation.Audience(rawValue: audience) else {
-            throw StockadeError(.invalidArgument, "failed to read --audience '\(self.audience)': expected consumer, internal or enterprise")
-        }
-        var budget: UInt64?
-        if let latency {
-            guard let value = Quantity.parseMilliseconds(latency), value > 0 else {
-                throw StockadeError(.invalidArgument, "failed to read --latency '\(latency)': expected a duration such as 200ms or 1s")
-            }
-            budget = value
-        }
-        let advice = Recommendation.decide(data: data, latencyMilliseconds: budget, audience: audience, report: Tiers.measuredReport())
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            StandardStreams.out(try encoder.encode(advice))
-            StandardStreams.out(Data("\n".utf8))
-            return
-        }
-        var text = "tier: \(advice.tier.rawValue)\n"
-        if advice.ideal != advice.tier { text += "(the answers call for \(advice.ideal.rawValue))\n" }
-        text += "\nwhy:\n" + advice.reasons.map { "  - \($0)\n" }.joined()
-        if !advice.warnings.isEmpty { text += "\nmind:\n" + advice.warnings.map { "  - \($0)\n" }.joined() }
-        text += "\nin the policy:\n" + advice.policy.split(separator: "\n").map { "  \($0)\n" }.joined()
         StandardStreams.out(Data(text.utf8))
     }
 }

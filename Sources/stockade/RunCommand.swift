@@ -136,10 +136,7 @@ struct RunCommand: ParsableCommand {
             }
         }
         if dryRun {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            StandardStreams.out(try encoder.encode(plan))
-            StandardStreams.out(Data("\n".utf8))
+            try StandardStreams.json(plan)
             return
         }
         // Block the signals we forward, so that they reach the sandbox's command

@@ -6,6 +6,13 @@ enum StandardStreams {
     static func out(_ data: Data) { write(data, to: STDOUT_FILENO) }
     static func err(_ text: String) { write(Data(text.utf8), to: STDERR_FILENO) }
 
+    /// `value` as indented JSON with sorted keys, and a newline, on stdout.
+    static func json(_ value: some Encodable) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        out(try encoder.encode(value) + Data("\n".utf8))
+    }
+
     private static func write(_ data: Data, to fd: Int32) {
         data.withUnsafeBytes { raw in
             guard var pointer = raw.baseAddress else { return }
